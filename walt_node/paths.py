@@ -1,0 +1,146 @@
+"""Every filesystem location walt-node touches, built from one root.
+
+Tests and `walt-node demo` point ``WALT_NODE_ROOT`` (or ``Paths(root=...)``)
+at a temporary directory; on a node the root is ``/``.  Live process
+interfaces (``/proc/<pid>``, ``/dev/pts``) are not part of this object: they
+always refer to the running kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+ROOT_ENV_VAR = "WALT_NODE_ROOT"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path("/")
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Paths:
+        env = os.environ if env is None else env
+        return cls(Path(env.get(ROOT_ENV_VAR) or "/"))
+
+    def under(self, absolute: str) -> Path:
+        """Map an absolute node path (``/etc/x``) below the root."""
+        return self.root / absolute.lstrip("/")
+
+    # --- platform facts (walt-protocols.md §1) ---
+    @property
+    def proc_cmdline(self) -> Path:
+        return self.under("/proc/cmdline")
+
+    @property
+    def walt_env(self) -> Path:
+        return self.under("/bin/walt-env")
+
+    @property
+    def dmi_dir(self) -> Path:
+        return self.under("/sys/devices/virtual/dmi/id")
+
+    @property
+    def etc_hostname(self) -> Path:
+        return self.under("/etc/hostname")
+
+    @property
+    def etc_hosts(self) -> Path:
+        return self.under("/etc/hosts")
+
+    @property
+    def image_spec(self) -> Path:
+        return self.under("/etc/walt/image.spec")
+
+    @property
+    def etc_walt(self) -> Path:
+        """walt-node's configuration directory (kill switches, config files)."""
+        return self.under("/etc/walt")
+
+    @property
+    def persist(self) -> Path:
+        return self.under("/persist")
+
+    # --- logs (§2, §3) ---
+    @property
+    def var_lib_walt(self) -> Path:
+        return self.under("/var/lib/walt")
+
+    @property
+    def logs_fifo(self) -> Path:
+        return self.var_lib_walt / "logs.fifo"
+
+    @property
+    def logs_spool(self) -> Path:
+        return self.var_lib_walt / "logs-spool"
+
+    @property
+    def tmp(self) -> Path:
+        return self.under("/tmp")
+
+    # --- devices and kernel ---
+    @property
+    def leds(self) -> Path:
+        return self.under("/sys/class/leds")
+
+    @property
+    def sys_kernel(self) -> Path:
+        return self.under("/sys/kernel")
+
+    @property
+    def proc_swaps(self) -> Path:
+        return self.under("/proc/swaps")
+
+    @property
+    def proc_modules(self) -> Path:
+        return self.under("/proc/modules")
+
+    @property
+    def lib_modules(self) -> Path:
+        return self.under("/lib/modules")
+
+    @property
+    def dev(self) -> Path:
+        return self.under("/dev")
+
+    @property
+    def walt_rootfs_overlay(self) -> Path:
+        return self.under("/run/walt/rootfs")
+
+    # --- installation ---
+    @property
+    def bin_dir(self) -> Path:
+        return self.under("/bin")
+
+    @property
+    def usr_local_bin(self) -> Path:
+        return self.under("/usr/local/bin")
+
+    @property
+    def systemd_system(self) -> Path:
+        return self.under("/etc/systemd/system")
+
+    @property
+    def init_d(self) -> Path:
+        return self.under("/etc/init.d")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.under("/run")
+
+    @property
+    def run_walt_node(self) -> Path:
+        """Runtime state of walt-node services (pid files, state)."""
+        return self.under("/run/walt-node")
+
+    @property
+    def reboot_hooks(self) -> Path:
+        """Image-provided scripts run by /bin/walt-reboot before rebooting."""
+        return self.under("/etc/walt/reboot.d")
+
+    @property
+    def var_lib_walt_node(self) -> Path:
+        """walt-node's own persistent state (install manifest, backups)."""
+        return self.under("/var/lib/walt-node")

@@ -1,0 +1,331 @@
+"""Clients of the WalT server protocols, all in one place (walt-protocols.md).
+
+- :class:`LogStream`: one log stream over TCP to the logs port (§2);
+- :class:`ApiSession`: NSAPI / VSAPI sessions on the rpc port (§4);
+- :class:`WebApi`: the server's HTTP API and boot files (§5);
+- :func:`fake_tftp_get`: boot files through the logs port's fake TFTP (§6).
+
+Every network step has a timeout; failures raise :class:`ServerError` (or its
+subclass :class:`ServerUnreachable`) with a message naming the server and
+the step.  Heavy imports (``requests``) happen inside the functions using them.
+"""
+
+from __future__ import annotations
+
+import ast
+import fcntl
+import pickle
+import socket
+import struct
+import termios
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import quote
+
+REQ_NEW_INCOMING_LOGS = "REQ_NEW_INCOMING_LOGS"
+REQ_API_SESSION = "REQ_API_SESSION"
+REQ_FAKE_TFTP_GET = "12"
+DEFAULT_TIMEOUT = 5.0
+MAX_LINE = 1 << 20  # replies longer than this are a protocol error
+
+
+class ServerError(RuntimeError):
+    """The server answered something unexpected, or a step failed."""
+
+
+class ServerUnreachable(ServerError):
+    """Could not connect to the server, or the connection broke."""
+
+
+class ApiError(ServerError):
+    """An API call returned a status other than RESULT."""
+
+    def __init__(self, method: str, reply: Any):
+        self.reply = reply
+        super().__init__(f"API call {method}() failed on the server: {reply!r}")
+
+
+class FileNotServed(ServerError):
+    """The server could not serve a boot file (missing, or node unknown)."""
+
+
+def connect(host: str, port: int, timeout: float = DEFAULT_TIMEOUT,
+            what: str = "server") -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as error:
+        raise ServerUnreachable(f"cannot connect to the WalT {what} at {host}:{port}: "
+                                f"{error.strerror or error}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _LineReader:
+    """Reads \\n-terminated lines and exact byte counts from a socket, with its timeout."""
+
+    def __init__(self, sock: socket.socket, where: str):
+        self.sock = sock
+        self.where = where
+        self.buffer = b""
+
+    def _fill(self) -> None:
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise ServerUnreachable(f"{self.where}: no answer in time") from None
+        except OSError as error:
+            raise ServerUnreachable(f"{self.where}: connection failed: {error}") from None
+        if not chunk:
+            raise ServerUnreachable(f"{self.where}: the server closed the connection")
+        self.buffer += chunk
+
+    def line(self) -> str:
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_LINE:
+                raise ServerError(f"{self.where}: reply line longer than {MAX_LINE} bytes")
+            self._fill()
+        raw, _, self.buffer = self.buffer.partition(b"\n")
+        return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._fill()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+# ---------------------------------------------------------------- logs (§2)
+
+def format_log_line(ts: float, text: str) -> bytes:
+    """One TIMESTAMPS_INSIDE line. ``text`` must not contain a newline."""
+    return b"%.6f %s\n" % (ts, text.encode("utf-8", errors="surrogateescape"))
+
+
+def log_stream_header(stream: str, timestamps: bool = True) -> bytes:
+    mode = "TIMESTAMPS_INSIDE" if timestamps else "NO_TIMESTAMPS"
+    return f"{REQ_NEW_INCOMING_LOGS}\n{stream}\n{mode}\n".encode()
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
+class LogStream:
+    """One log stream on its own connection: header, lines, then CLOSE."""
+
+    def __init__(self, host: str, port: int, stream: str, timestamps: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT):
+        if "\n" in stream or not stream.strip():
+            raise ValueError(f"invalid log stream name {stream!r}")
+        self.host, self.port, self.stream = host, port, stream
+        self.timestamps = timestamps
+        self.timeout = timeout
+        self.sock: Optional[socket.socket] = None
+
+    def open(self) -> LogStream:
+        self.sock = connect(self.host, self.port, self.timeout, "logs port")
+        self.send_raw(log_stream_header(self.stream, self.timestamps))
+        return self
+
+    def send_raw(self, data: bytes) -> None:
+        if self.sock is None:
+            self.open()
+        assert self.sock is not None
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            self.abort()
+            raise ServerUnreachable(
+                f"log stream '{self.stream}' to {self.host}:{self.port} broke: {error}"
+            ) from None
+
+    def send(self, lines: Iterable[Tuple[float, str]]) -> None:
+        if self.timestamps:
+            self.send_raw(b"".join(format_log_line(ts, text) for ts, text in lines))
+        else:
+            self.send_raw(b"".join(text.encode() + b"\n" for _, text in lines))
+
+    def unacknowledged(self) -> int:
+        return unsent_bytes(self.sock) if self.sock is not None else 0
+
+    def close(self) -> None:
+        """End the stream properly (CLOSE), so the server records no disconnection."""
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendall(b"CLOSE\n")
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.abort()
+
+    def abort(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self) -> LogStream:
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------- API sessions (§4)
+
+class ApiSession:
+    """An NSAPI or VSAPI session. Requests are repr() of real Python values;
+    replies are parsed with ast.literal_eval, never eval."""
+
+    def __init__(self, host: str, port: int, api: str = "NSAPI",
+                 timeout: float = DEFAULT_TIMEOUT):
+        self.host, self.port, self.api, self.timeout = host, port, api, timeout
+        self.sock: Optional[socket.socket] = None
+        self.reader: Optional[_LineReader] = None
+        self.server_version: Optional[str] = None
+
+    def open(self) -> ApiSession:
+        self.sock = connect(self.host, self.port, self.timeout, "API port")
+        self.reader = _LineReader(self.sock, f"API session with {self.host}:{self.port}")
+        self._send(f"{REQ_API_SESSION}\n{self.api}\n")
+        self.server_version = self.reader.line()
+        return self
+
+    def _send(self, text: str) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(text.encode())
+        except OSError as error:
+            raise ServerUnreachable(f"API session with {self.host}:{self.port} broke: "
+                                    f"{error}") from None
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.sock is None:
+            self.open()
+        assert self.reader is not None
+        request = ("API_CALL", method, tuple(args), dict(kwargs))
+        self._send(repr(request) + "\n")
+        line = self.reader.line()
+        try:
+            reply = ast.literal_eval(line)
+        except (ValueError, SyntaxError):
+            raise ServerError(f"API call {method}(): unreadable reply {line[:200]!r}") from None
+        if not isinstance(reply, tuple) or not reply:
+            raise ServerError(f"API call {method}(): unexpected reply {line[:200]!r}")
+        if reply[0] != "RESULT":
+            raise ApiError(method, reply)
+        return reply[1] if len(reply) > 1 else None
+
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            self._send(repr(("CLOSE",)) + "\n")
+        except ServerError:
+            pass
+        self.sock.close()
+        self.sock = None
+
+    def __enter__(self) -> ApiSession:
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def sync_clock(host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> float:
+    with ApiSession(host, port, "NSAPI", timeout) as session:
+        return float(session.call("sync_clock"))
+
+
+def report_lldp_neighbor(host: str, port: int, sw_mac: str, sw_port_label: str,
+                         timeout: float = DEFAULT_TIMEOUT) -> None:
+    with ApiSession(host, port, "NSAPI", timeout) as session:
+        session.call("report_lldp_neighbor", sw_mac, sw_port_label)
+
+
+def get_device_info(host: str, port: int, mac: str,
+                    timeout: float = DEFAULT_TIMEOUT) -> Optional[Dict[str, Any]]:
+    with ApiSession(host, port, "VSAPI", timeout) as session:
+        return session.call("get_device_info", mac)
+
+
+# ---------------------------------------------------------------- web API (§5)
+
+class WebApi:
+    """The server's HTTP API (``/api/v1``) and boot files (``/boot``)."""
+
+    def __init__(self, host: str, port: int = 80, timeout: float = DEFAULT_TIMEOUT):
+        self.base = f"http://{host}:{port}" if port != 80 else f"http://{host}"
+        self.timeout = timeout
+
+    def _get(self, path: str, params: Optional[Dict[str, str]] = None):
+        import requests
+
+        url = self.base + path
+        try:
+            response = requests.get(url, params=params, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise ServerUnreachable(f"web API request {url} failed: {error}") from None
+        return response
+
+    def _json(self, path: str, params: Dict[str, str]) -> Dict[str, Any]:
+        response = self._get(path, params)
+        if response.status_code != 200:
+            raise ServerError(f"web API {path} answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(f"web API {path} did not answer JSON") from None
+
+    def nodes(self, mac: str) -> List[Dict[str, Any]]:
+        return list(self._json("/api/v1/nodes", {"mac": mac}).get("nodes", []))
+
+    def node(self, mac: str) -> Optional[Dict[str, Any]]:
+        nodes = self.nodes(mac)
+        return nodes[0] if nodes else None
+
+    def image(self, fullname: str) -> Optional[Dict[str, Any]]:
+        images = self._json("/api/v1/images", {"fullname": fullname}).get("images", [])
+        return images[0] if images else None
+
+    def boot_file(self, path: str, node_ip: str) -> bytes:
+        """``/boot/<path>?node_ip=..``: a file of the node's *currently bound* image."""
+        response = self._get("/boot/" + quote(path.lstrip("/")), {"node_ip": node_ip})
+        if response.status_code != 200:
+            raise FileNotServed(f"boot file {path} not served over HTTP "
+                                f"(HTTP {response.status_code})")
+        return response.content
+
+    def url_get(self, url: str) -> bytes:
+        """Any http:// URL (iPXE scripts may name one)."""
+        import requests
+
+        try:
+            response = requests.get(url, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise ServerUnreachable(f"HTTP request {url} failed: {error}") from None
+        if response.status_code != 200:
+            raise FileNotServed(f"{url} not served (HTTP {response.status_code})")
+        return response.content
+
+
+# ----------------------------------------------------------- fake TFTP (§6)
+
+def fake_tftp_get(host: str, port: int, mac: str, path: str,
+                  timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """Fetch ``path`` from /boot/<model>/ of the image ``mac`` is bound to now."""
+    where = f"fake TFTP request for {path} to {host}:{port}"
+    with connect(host, port, timeout, "logs port (fake TFTP)") as sock:
+        reader = _LineReader(sock, where)
+        sock.sendall(f"{REQ_FAKE_TFTP_GET}\n".encode())
+        reader.line()  # "ready"
+        sock.sendall(pickle.dumps({"node_mac": mac, "path": path}, protocol=4))
+        status = reader.line()
+        if status != "OK":
+            raise FileNotServed(f"{where}: server answered {status!r}")
+        size_line = reader.line()
+        if not size_line.isdigit():
+            raise ServerError(f"{where}: bad size line {size_line!r}")
+        return reader.exactly(int(size_line))

@@ -1,0 +1,83 @@
+"""The one way walt-node runs external programs.
+
+Programs are looked up on ``PATH`` (so tests can put recorders first), every
+run has a timeout, and a missing program is a clear :class:`CommandMissing`
+error naming it instead of a bare ``FileNotFoundError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from typing import Mapping, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class CommandMissing(RuntimeError):
+    def __init__(self, program: str, hint: str = ""):
+        self.program = program
+        message = f"'{program}' was not found on PATH"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, argv: Sequence[str], returncode: Optional[int], output: str):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.output = output
+        what = "timed out" if returncode is None else f"exited with status {returncode}"
+        detail = f": {output.strip()}" if output.strip() else ""
+        super().__init__(f"'{' '.join(argv)}' {what}{detail}")
+
+
+def which(program: str, env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    path = (env or os.environ).get("PATH", os.defpath)
+    return shutil.which(program, path=path)
+
+
+def require(program: str, hint: str = "") -> str:
+    found = which(program)
+    if found is None:
+        raise CommandMissing(program, hint)
+    return found
+
+
+def run(
+    argv: Sequence[str],
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+    input: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` and return its completed process (text output, stderr merged).
+
+    Raises CommandMissing if the program is not on PATH and CommandFailed if
+    it times out, or exits non-zero while ``check`` is true.
+    """
+    program = require(argv[0])
+    log.debug("running %s", " ".join(argv))
+    try:
+        done = subprocess.run(
+            [program, *argv[1:]],
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=None if env is None else dict(env),
+        )
+    except subprocess.TimeoutExpired as error:
+        out = error.output or ""
+        if isinstance(out, bytes):
+            out = out.decode(errors="replace")
+        raise CommandFailed(argv, None, out) from None
+    if check and done.returncode != 0:
+        raise CommandFailed(argv, done.returncode, done.stdout)
+    return done
