@@ -1,0 +1,50 @@
+"""Shared fixtures: a running simulator and a temporary node root.
+
+- ``sim``: a :class:`walt_node.sim.Simulator` on loopback (automatic ports)
+  with the sample platform of :mod:`walt_node.sim.sample`: node ``node1``
+  (mac 52:54:00:12:34:56, ip 127.0.0.1, model pc-x86-64) bound to
+  ``waltplatform/pc-x86-64-default:latest``; a second image
+  ``waltplatform/pc-x86-64-other:latest`` to ``sim.bind`` it to.
+- ``node_root``: a temporary ``WALT_NODE_ROOT`` (already set in the
+  environment) with /bin/walt-env, /proc/cmdline, /etc/hostname and the usual
+  empty directories; server 127.0.0.1 on the WalT default ports.
+- ``sim_node_root``: the same, pointing at the ``sim`` fixture's ports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from walt_node.sim import Simulator
+from walt_node.sim.sample import make_node_root, sample_config
+
+# facts the environment could set: cleared so a developer's shell cannot change a test
+FACT_ENV_VARS = ("walt_server_ip", "walt_server_logs_port", "walt_server_rpc_port",
+                 "walt_server_http_port", "walt_image_id", "walt_boot_mode", "walt_node_mac",
+                 "walt_node_model", "walt_node_hostname")
+
+
+@pytest.fixture
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    base = tmp_path_factory.mktemp("sim")
+    with Simulator(sample_config(base), host="127.0.0.1") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def node_root(tmp_path_factory: pytest.TempPathFactory,
+              monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = make_node_root(tmp_path_factory.mktemp("node-root"))
+    monkeypatch.setenv("WALT_NODE_ROOT", str(root))
+    for name in FACT_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+@pytest.fixture
+def sim_node_root(sim: Simulator, node_root: Path) -> Path:
+    return make_node_root(node_root, server_ip=sim.host, logs_port=sim.logs_port,
+                          rpc_port=sim.rpc_port, http_port=sim.http_port)

@@ -1,0 +1,143 @@
+"""What the simulated server received: log lines and API calls.
+
+Records live in memory (thread-safe) and, when a path is given, are appended
+to a JSON-lines file flushed after every batch, so other processes (tests,
+``walt-node sim show --follow``) can read them while the simulator runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+
+
+class LogRecord(NamedTuple):
+    issuer: str
+    stream: str
+    ts: float
+    line: str
+    received: float
+
+
+class ApiCall(NamedTuple):
+    issuer: str
+    api: str
+    method: str
+    args: tuple
+    kwargs: dict
+
+
+def format_realtime(record: LogRecord) -> str:
+    """The `walt log show --realtime` layout: ``HH:MM:SS.ffffff issuer.stream -> line``."""
+    clock = datetime.fromtimestamp(record.ts).strftime("%H:%M:%S.%f")
+    return f"{clock} {record.issuer}.{record.stream} -> {record.line}"
+
+
+def record_to_json(record: Any) -> str:
+    if isinstance(record, LogRecord):
+        data: Dict[str, Any] = {"kind": "log", **record._asdict()}
+    else:
+        data = {"kind": "api", **record._asdict()}
+    # API arguments may hold values JSON lacks (bytes, sets): keep their repr
+    return json.dumps(data, default=repr, ensure_ascii=False)
+
+
+def record_from_json(text: str) -> Optional[Any]:
+    """One JSON line -> LogRecord / ApiCall; None for a line that is not a record."""
+    try:
+        data = json.loads(text)
+        kind = data.pop("kind")
+        if kind == "log":
+            return LogRecord(**data)
+        if kind == "api":
+            data["args"] = tuple(data["args"])
+            return ApiCall(**data)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+class Records:
+    def __init__(self, path: Optional[Path] = None, show_logs: Optional[IO[str]] = None):
+        self._logs: List[LogRecord] = []
+        self._calls: List[ApiCall] = []
+        self._changed = threading.Condition()
+        self._file: Optional[IO[str]] = None
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self._file = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
+        self._show = show_logs
+
+    def add_logs(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        with self._changed:
+            self._logs.extend(records)
+            self._write(records)
+            if self._show is not None:
+                self._show.write("".join(format_realtime(r) + "\n" for r in records))
+                self._show.flush()
+            self._changed.notify_all()
+
+    def add_call(self, call: ApiCall) -> None:
+        with self._changed:
+            self._calls.append(call)
+            self._write([call])
+            self._changed.notify_all()
+
+    def _write(self, records: Iterable[Any]) -> None:
+        if self._file is not None:
+            self._file.write("".join(record_to_json(r) + "\n" for r in records))
+            self._file.flush()
+
+    def logs(self) -> List[LogRecord]:
+        with self._changed:
+            return list(self._logs)
+
+    def calls(self) -> List[ApiCall]:
+        with self._changed:
+            return list(self._calls)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.5))
+            return True
+
+    def close(self) -> None:
+        with self._changed:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def follow_file(path: Path, follow: bool, out: IO[str] = sys.stdout,
+                poll: float = 0.2, stop: Optional[threading.Event] = None) -> int:
+    """Print the log records of a records file; with ``follow``, keep printing new ones."""
+    count = 0
+    stop = stop or threading.Event()
+    with open(path, encoding="utf-8", errors="surrogateescape") as stream:
+        pending = ""
+        while True:
+            chunk = stream.read()
+            if chunk:
+                pending += chunk
+                lines = pending.split("\n")
+                pending = lines.pop()  # a record still being written
+                for line in lines:
+                    record = record_from_json(line)
+                    if isinstance(record, LogRecord):
+                        out.write(format_realtime(record) + "\n")
+                        count += 1
+                out.flush()
+            elif not follow or stop.wait(poll):
+                return count

@@ -1,0 +1,309 @@
+"""The simulated server's TCP protocols (walt-protocols.md §2, §4, §6).
+
+- logs port: the first line names the request: ``REQ_NEW_INCOMING_LOGS`` / ``0``
+  (a log stream) or ``12`` / ``REQ_FAKE_TFTP_GET`` (a boot file); anything else
+  is closed without an answer.
+- rpc port: ``REQ_API_SESSION`` / ``10``, then an NSAPI or VSAPI session whose
+  request lines are read with ``ast.literal_eval`` (never ``eval``).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import pickle
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from walt_node.sim.inventory import Inventory, SimError
+from walt_node.sim.records import ApiCall, LogRecord, Records
+from walt_node.sim.tcp import Connection, LineTooLong, read_pickle
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "10"
+REQUEST_LINE_LIMIT = 1024
+MAX_LOG_LINE = 1 << 20       # longer log lines are cut (and marked) instead of filling memory
+MAX_API_LINE = 1 << 20
+MAX_PICKLE = 1 << 20
+TFTP_TIMEOUT = 10.0
+FUTURE_TOLERANCE = 1.0
+PAST_LIMIT = 10 * 365.25 * 86400
+DISCONNECTED = "<disconnected!>"
+TRUNCATED = " <line too long: truncated by walt-node sim>"
+
+LOGS_REQUESTS = ("REQ_NEW_INCOMING_LOGS", "0")
+TFTP_REQUESTS = ("REQ_FAKE_TFTP_GET", "12")
+API_REQUESTS = ("REQ_API_SESSION", "10")
+
+
+def corrected_timestamp(ts: float, received: float) -> float:
+    """§2: a stamp more than 1 s in the future or ten years in the past -> reception time."""
+    if received - PAST_LIMIT <= ts <= received + FUTURE_TOLERANCE:
+        return ts
+    return received  # also NaN and infinities, which compare false
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+
+# ------------------------------------------------------------------ logs port
+
+class LogsPort:
+    def __init__(self, inventory: Inventory, records: Records):
+        self.inventory, self.records = inventory, records
+
+    def __call__(self, conn: Connection) -> None:
+        try:
+            request = conn.readline(REQUEST_LINE_LIMIT)
+        except LineTooLong:
+            return
+        if request is None:
+            return
+        name = _decode(request).strip()
+        if name in LOGS_REQUESTS:
+            self._log_stream(conn)
+        elif name in TFTP_REQUESTS:
+            FakeTftp(self.inventory)(conn)
+        else:
+            log.info("logs port: unknown request %r from %s, closing", name[:80], conn.peer_ip)
+
+    def _log_stream(self, conn: Connection) -> None:
+        try:
+            stream_line = conn.readline(REQUEST_LINE_LIMIT)
+            mode_line = conn.readline(REQUEST_LINE_LIMIT)
+        except LineTooLong:
+            return
+        if stream_line is None or mode_line is None:
+            return
+        mode = _decode(mode_line).strip()
+        if mode not in ("TIMESTAMPS_INSIDE", "NO_TIMESTAMPS"):
+            log.info("logs port: unknown timestamp mode %r from %s, closing", mode[:80],
+                     conn.peer_ip)
+            return
+        stream = LogStreamReceiver(self.inventory.issuer_of(conn.peer_ip), _decode(stream_line),
+                                   mode == "TIMESTAMPS_INSIDE", self.records)
+        data = conn.take_buffer()
+        while True:
+            if data and stream.feed(data):
+                return  # CLOSE received
+            data = conn.recv()
+            if not data:
+                if not conn.killed:  # the server itself dropping it records nothing
+                    stream.disconnected()
+                return
+
+
+class LogStreamReceiver:
+    """Turns received bytes into log records, splitting lines in bulk per chunk."""
+
+    def __init__(self, issuer: str, stream: str, timestamps: bool, records: Records):
+        self.issuer, self.stream, self.timestamps = issuer, stream, timestamps
+        self.records = records
+        self.partial = b""
+        self.discarding = False  # inside the rest of a truncated line
+
+    def feed(self, data: bytes) -> bool:
+        """Record the complete lines of ``data``; True once CLOSE is seen."""
+        pieces = (self.partial + data).split(b"\n")
+        self.partial = pieces.pop()
+        received = time.time()
+        batch: List[LogRecord] = []
+        closed = False
+        for raw in pieces:
+            if self.discarding:
+                self.discarding = False
+                continue
+            if raw == b"CLOSE" or raw == b"CLOSE\r":
+                closed = True
+                break
+            batch.append(self._record(raw, received))
+        if not closed and len(self.partial) > MAX_LOG_LINE and not self.discarding:
+            batch.append(self._record(self.partial[:MAX_LOG_LINE], received, TRUNCATED))
+            self.partial, self.discarding = b"", True
+        elif self.discarding:
+            self.partial = b""
+        self.records.add_logs(batch)
+        return closed
+
+    def _record(self, raw: bytes, received: float, suffix: str = "") -> LogRecord:
+        ts = received
+        if self.timestamps:
+            stamp, sep, text = raw.partition(b" ")
+            try:
+                ts = corrected_timestamp(float(stamp), received)
+                raw = text
+            except ValueError:
+                pass  # no valid stamp: keep the whole line, stamped on reception
+        return LogRecord(self.issuer, self.stream, ts, _decode(raw) + suffix, received)
+
+    def disconnected(self) -> None:
+        now = time.time()
+        batch = []
+        if self.partial and not self.discarding:  # an unterminated last line is still data
+            batch.append(self._record(self.partial, now))
+        batch.append(LogRecord(self.issuer, self.stream, now, DISCONNECTED, now))
+        self.records.add_logs(batch)
+
+
+class FakeTftp:
+    """§6: ready line, pickled {"node_mac", "path"}, then OK/size/bytes or a status line."""
+
+    def __init__(self, inventory: Inventory):
+        self.inventory = inventory
+
+    def __call__(self, conn: Connection) -> None:
+        conn.sock.settimeout(TFTP_TIMEOUT)
+        if not conn.send(b"READY\n"):
+            return
+        try:
+            request = read_pickle(conn, MAX_PICKLE)
+        except Exception as error:  # any malformed pickle: answer, never crash
+            conn.send(f"ERROR bad request: {error}\n".encode(errors="replace"))
+            return
+        try:
+            data = self._serve(request)
+        except SimError as error:
+            conn.send(f"ERROR {error}\n".encode(errors="replace"))
+            return
+        conn.send(b"OK\n%d\n" % len(data) + data)
+
+    def _serve(self, request: Any) -> bytes:
+        if not isinstance(request, dict) or not isinstance(request.get("node_mac"), str) \
+                or not isinstance(request.get("path"), str):
+            raise SimError("expected a dict with string keys 'node_mac' and 'path'")
+        node = self.inventory.node_by_mac(request["node_mac"])
+        if node is None:
+            raise SimError(f"unknown node mac {request['node_mac']!r}")
+        return self.inventory.boot_file(node, request["path"]).read_bytes()
+
+
+# ------------------------------------------------------------------- rpc port
+
+class ApiPort:
+    """§4 API sessions. Problems are answered with ``('EXCEPTION', message)``."""
+
+    def __init__(self, inventory: Inventory, records: Records):
+        self.inventory, self.records = inventory, records
+        self.apis: Dict[str, Dict[str, Callable[..., Any]]] = {
+            "NSAPI": {"sync_clock": self.sync_clock,
+                      "report_lldp_neighbor": self.report_lldp_neighbor},
+            "VSAPI": {"get_device_info": self.get_device_info},
+        }
+
+    # --- the API methods ---
+    @staticmethod
+    def sync_clock() -> float:
+        return time.time()
+
+    @staticmethod
+    def report_lldp_neighbor(sw_mac: str, sw_port_lldp_label: str) -> None:
+        return None  # the recorded call is what matters
+
+    def get_device_info(self, mac: str) -> Optional[Dict[str, Any]]:
+        return self.inventory.device_info(mac)
+
+    # --- the session ---
+    def __call__(self, conn: Connection) -> None:
+        try:
+            request = conn.readline(REQUEST_LINE_LIMIT)
+            api_line = conn.readline(REQUEST_LINE_LIMIT) if request is not None else None
+        except LineTooLong:
+            return
+        if request is None or _decode(request).strip() not in API_REQUESTS or api_line is None:
+            return
+        api = _decode(api_line).strip()
+        if api not in self.apis:
+            log.info("rpc port: unknown API %r from %s, closing", api[:80], conn.peer_ip)
+            return
+        if not conn.send(f"{SERVER_VERSION}\n".encode()):
+            return
+        Session(self, conn, api).run()
+
+    def dispatch(self, conn: Connection, api: str, message: Any) -> Tuple[str, Any]:
+        _, method, args, kwargs = message
+        self.records.add_call(ApiCall(self.inventory.issuer_of(conn.peer_ip), api, method,
+                                      tuple(args), dict(kwargs)))
+        function = self.apis[api].get(method)
+        if function is None:
+            return ("EXCEPTION", f"{api} has no method {method!r}")
+        try:
+            return ("RESULT", function(*args, **kwargs))
+        except TypeError as error:
+            return ("EXCEPTION", f"{api}.{method}: bad arguments: {error}")
+        except Exception as error:  # reported to the client, as a server reports a failed call
+            return ("EXCEPTION", f"{api}.{method} failed: {error}")
+
+
+def _is_api_call(message: Any) -> bool:
+    return (isinstance(message, tuple) and len(message) == 4 and message[0] == "API_CALL"
+            and isinstance(message[1], str) and isinstance(message[2], (tuple, list))
+            and isinstance(message[3], dict) and all(isinstance(k, str) for k in message[3]))
+
+
+class Session:
+    def __init__(self, port: ApiPort, conn: Connection, api: str):
+        self.port, self.conn, self.api = port, conn, api
+        self.pickle_mode = False
+
+    def run(self) -> None:
+        while True:
+            try:
+                message = self._receive()
+            except EOFError:
+                return
+            except _Unreadable as problem:
+                if not self._reply(("EXCEPTION", str(problem))) or problem.fatal:
+                    return
+                continue
+            if message in ("CLOSE", ("CLOSE",)):
+                return
+            if message == ("SET_MODE", "pickle4"):
+                self.pickle_mode = True  # both ends switch at once, no reply
+                continue
+            if _is_api_call(message):
+                reply = self.port.dispatch(self.conn, self.api, message)
+            else:
+                reply = ("EXCEPTION", f"unexpected request {str(message)[:200]!r}: expected "
+                                      "('API_CALL', method, args, kwargs) or ('CLOSE',)")
+            if not self._reply(reply):
+                return
+
+    def _receive(self) -> Any:
+        if self.pickle_mode:
+            try:
+                return read_pickle(self.conn, MAX_PICKLE)
+            except EOFError:
+                raise
+            except Exception as error:  # framing is lost after a bad pickle: end the session
+                raise _Unreadable(f"unreadable pickled request: {error}", fatal=True) from None
+        try:
+            line = self.conn.readline(MAX_API_LINE)
+        except LineTooLong:
+            raise _Unreadable(f"request line longer than {MAX_API_LINE} bytes", fatal=True) from None
+        if line is None:
+            raise EOFError()
+        text = _decode(line)
+        if not text.strip():
+            raise _Unreadable("empty request line")
+        try:
+            return ast.literal_eval(text.strip())
+        except Exception as error:  # SyntaxError, ValueError, RecursionError, MemoryError...
+            raise _Unreadable(f"request line is not a Python literal "
+                              f"({type(error).__name__}): {text[:200]!r}") from None
+
+    def _reply(self, reply: Tuple[str, Any]) -> bool:
+        if self.pickle_mode:
+            try:
+                data = pickle.dumps(reply, protocol=4)
+            except Exception as error:
+                data = pickle.dumps(("EXCEPTION", f"unpicklable result: {error}"), protocol=4)
+            return self.conn.send(data)
+        return self.conn.send((repr(reply) + "\n").encode("utf-8", errors="surrogateescape"))
+
+
+class _Unreadable(Exception):
+    def __init__(self, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.fatal = fatal

@@ -1,0 +1,193 @@
+"""TCP listeners that can be stopped, restarted on the same port, or made to drop
+every live connection (like a crashed server), and a buffered socket reader."""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import socket
+import threading
+from typing import Callable, Optional, Set
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 256 * 1024  # big reads: the logs port must keep up with ~100k lines/s
+
+
+class LineTooLong(Exception):
+    pass
+
+
+class Connection:
+    """One accepted connection; ``killed`` tells its handler the server dropped it."""
+
+    def __init__(self, sock: socket.socket, peer_ip: str):
+        self.sock = sock
+        self.peer_ip = peer_ip
+        self.killed = False
+        self.buffer = b""
+
+    def recv(self) -> bytes:
+        """Next chunk ('' at end of stream or if the connection broke)."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except OSError:
+            return b""
+
+    def readline(self, limit: int) -> Optional[bytes]:
+        """One line without its ``\\n``; None at end of stream; LineTooLong past ``limit``."""
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > limit:
+                raise LineTooLong()
+            chunk = self.recv()
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        if len(line) > limit:
+            raise LineTooLong()
+        return line.rstrip(b"\r")
+
+    def take_buffer(self) -> bytes:
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        self.killed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _BoundedStream(io.RawIOBase):
+    """File-like view of a connection for the unpickler, refusing to read past ``limit``
+    bytes so a forged length in a pickle cannot make the simulator allocate gigabytes."""
+
+    def __init__(self, conn: Connection, limit: int):
+        super().__init__()
+        self.conn, self.left = conn, limit
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self.left:
+            raise pickle.UnpicklingError("pickled message larger than the allowed size")
+        while len(self.conn.buffer) < size:
+            chunk = self.conn.recv()
+            if not chunk:
+                raise EOFError("connection closed inside a pickled message")
+            self.conn.buffer += chunk
+        data, self.conn.buffer = self.conn.buffer[:size], self.conn.buffer[size:]
+        self.left -= size
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.conn.readline(min(self.left, 1 << 16))
+        if line is None:
+            raise EOFError("connection closed inside a pickled message")
+        self.left -= len(line) + 1
+        return line + b"\n"
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dict, str, tuple, numbers...) and refuses every global,
+    so a pickle cannot make the simulator import or call anything."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refused global {module}.{name}: only plain data is accepted")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused persistent id: only plain data is accepted")
+
+
+def read_pickle(conn: Connection, limit: int):
+    """One pickled value from the connection, data types only."""
+    return _DataOnlyUnpickler(_BoundedStream(conn, limit)).load()
+
+
+Handler = Callable[[Connection], None]
+
+
+class TcpService:
+    """Accepts connections on (host, port) and runs ``handler`` in a thread per connection."""
+
+    def __init__(self, name: str, host: str, port: int, handler: Handler):
+        self.name, self.host, self.port, self.handler = name, host, port, handler
+        self._listener: Optional[socket.socket] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        self._connections: Set[Connection] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> int:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self.port))
+        except OSError as error:
+            listener.close()
+            raise OSError(error.errno, f"simulator {self.name} port: cannot listen on "
+                                       f"{self.host}:{self.port}: {error.strerror}") from None
+        listener.listen(128)
+        self.port = listener.getsockname()[1]  # the automatic port stays ours across restarts
+        self._listener = listener
+        self._accept_thread = threading.Thread(target=self._accept_loop, args=(listener,),
+                                               name=f"sim-{self.name}-accept", daemon=True)
+        self._accept_thread.start()
+        return self.port
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, peer = listener.accept()
+            except OSError:
+                return  # listener shut down by stop()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, peer[0])
+            with self._lock:
+                self._connections.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                             name=f"sim-{self.name}-{peer[0]}:{peer[1]}").start()
+
+    def _serve(self, conn: Connection) -> None:
+        try:
+            self.handler(conn)
+        except Exception:  # a bug must not kill the simulator: log it, drop this connection
+            log.exception("simulator %s port: error while serving %s", self.name, conn.peer_ip)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+
+    def live_connections(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def kill_connections(self) -> None:
+        """Drop every live connection at once, as a crashing server would."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.kill()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
+            listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+            self._accept_thread = None
+        self.kill_connections()
