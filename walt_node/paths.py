@@ -77,6 +77,16 @@ class Paths:
         return self.var_lib_walt / "logs-spool"
 
     @property
+    def journal_forward_conf(self) -> Path:
+        """Which systemd units go to which log streams (lines ``<unit> <stream>``)."""
+        return self.etc_walt / "journal-forward.conf"
+
+    @property
+    def journal_forward_cursor(self) -> Path:
+        """Journal cursor of the last entry forwarded, to resume from after a restart."""
+        return self.var_lib_walt / "journal-forward.cursor"
+
+    @property
     def tmp(self) -> Path:
         return self.under("/tmp")
 
