@@ -151,6 +151,21 @@ class Paths:
         return self.under("/etc/walt/reboot.d")
 
     @property
+    def reboot_conf(self) -> Path:
+        """How /bin/walt-reboot reboots this image (kexec or OS reboot); see docs/reboot.md."""
+        return self.under("/etc/walt/reboot.conf")
+
+    @property
+    def blink_conf(self) -> Path:
+        """Which LED /bin/blink uses, overriding its automatic choice."""
+        return self.under("/etc/walt/blink.conf")
+
+    @property
+    def kexec_loaded(self) -> Path:
+        """Exists only when the running kernel supports kexec."""
+        return self.under("/sys/kernel/kexec_loaded")
+
+    @property
     def var_lib_walt_node(self) -> Path:
         """walt-node's own persistent state (install manifest, backups)."""
         return self.under("/var/lib/walt-node")
