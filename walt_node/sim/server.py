@@ -61,6 +61,10 @@ class Simulator:
         self._logs.kill_connections()
         self._rpc.kill_connections()
 
+    def live_connections(self) -> int:
+        """Open logs/rpc connections (a handler finished with one has closed it)."""
+        return self._logs.live_connections() + self._rpc.live_connections()
+
     def close(self) -> None:
         self.stop()
         self.records.close()
@@ -87,7 +91,7 @@ class Simulator:
     def state(self) -> dict:
         return {"host": self.host, "logs_port": self.logs_port, "rpc_port": self.rpc_port,
                 "http_port": self.http_port, "pid": os.getpid(),
-                "records": str(self.records.path) if self.records.path else None}
+                "records": os.path.abspath(self.records.path) if self.records.path else None}
 
     def write_state(self, path: Path) -> None:
         """Write the state file atomically, so a reader never sees half of it."""
