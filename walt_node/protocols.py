@@ -18,7 +18,8 @@ import pickle
 import socket
 import struct
 import termios
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+import time
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote
 
 REQ_NEW_INCOMING_LOGS = "REQ_NEW_INCOMING_LOGS"
@@ -329,3 +330,153 @@ def fake_tftp_get(host: str, port: int, mac: str, path: str,
         if not size_line.isdigit():
             raise ServerError(f"{where}: bad size line {size_line!r}")
         return reader.exactly(int(size_line))
+
+
+# ------------------------------------------------------ NBD export info (§9)
+
+NBD_DEFAULT_PORT = 10809
+_NBD_INIT_MAGIC = b"NBDMAGIC"
+_NBD_OPTS_MAGIC = 0x49484156454F5054  # "IHAVEOPT"
+_NBD_REPLY_MAGIC = 0x0003E889045565A9
+_NBD_FLAG_FIXED_NEWSTYLE = 1
+_NBD_FLAG_NO_ZEROES = 2
+_NBD_OPT_ABORT, _NBD_OPT_LIST, _NBD_OPT_INFO, _NBD_OPT_GO = 2, 3, 6, 7
+_NBD_REQUEST_MAGIC = 0x25609513
+_NBD_CMD_DISC = 2
+_NBD_REP_ACK, _NBD_REP_SERVER, _NBD_REP_INFO = 1, 2, 3
+_NBD_REP_ERROR_BIT = 1 << 31
+_NBD_REP_ERR_UNSUP = _NBD_REP_ERROR_BIT | 1
+_NBD_REP_ERR_UNKNOWN = _NBD_REP_ERROR_BIT | 6
+_NBD_INFO_EXPORT = 0
+_NBD_MAX_REPLY = 1 << 16
+
+
+class ExportMissing(ServerError):
+    """The NBD server answered but does not offer the export."""
+
+
+class NbdExport(NamedTuple):
+    name: str
+    size: Optional[int]  # bytes; None when the server cannot tell it
+
+
+class _NbdHandshake:
+    """The option haggling phase of the fixed newstyle NBD handshake."""
+
+    def __init__(self, sock: socket.socket, where: str, deadline: float):
+        self.sock = sock
+        self.reader = _LineReader(sock, where)
+        self.where = where
+        self.deadline = deadline
+
+    def _read(self, size: int) -> bytes:
+        # the whole handshake shares one deadline: a server trickling bytes cannot stretch it
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServerUnreachable(f"{self.where}: no complete answer in time")
+        self.sock.settimeout(remaining)
+        return self.reader.exactly(size)
+
+    def start(self) -> None:
+        magic, opts_magic, flags = struct.unpack(">8sQH", self._read(18))
+        if magic != _NBD_INIT_MAGIC or opts_magic != _NBD_OPTS_MAGIC:
+            raise ServerError(f"{self.where}: not an NBD newstyle server")
+        if not flags & _NBD_FLAG_FIXED_NEWSTYLE:
+            raise ServerError(f"{self.where}: the NBD server is too old (no fixed newstyle)")
+        client_flags = _NBD_FLAG_FIXED_NEWSTYLE | (flags & _NBD_FLAG_NO_ZEROES)
+        self.sock.sendall(struct.pack(">I", client_flags))
+
+    def send_option(self, option: int, data: bytes = b"") -> None:
+        self.sock.sendall(struct.pack(">QII", _NBD_OPTS_MAGIC, option, len(data)) + data)
+
+    def reply(self, option: int) -> Tuple[int, bytes]:
+        magic, echoed, kind, length = struct.unpack(">QIII", self._read(20))
+        if magic != _NBD_REPLY_MAGIC or echoed != option:
+            raise ServerError(f"{self.where}: malformed NBD option reply")
+        if length > _NBD_MAX_REPLY:
+            raise ServerError(f"{self.where}: NBD option reply of {length} bytes")
+        return kind, self._read(length)
+
+    def info(self, name: str, option: int = _NBD_OPT_INFO) -> Optional[int]:
+        """Size of export ``name``; None if the server does not support ``option``.
+
+        With NBD_OPT_GO a successful answer enters the transmission phase.
+        """
+        encoded = name.encode()
+        self.send_option(option, struct.pack(">I", len(encoded)) + encoded + b"\0\0")
+        size: Optional[int] = None
+        while True:
+            kind, data = self.reply(option)
+            if kind == _NBD_REP_ACK:
+                return size
+            if kind == _NBD_REP_INFO and len(data) >= 12:
+                info_type, = struct.unpack(">H", data[:2])
+                if info_type == _NBD_INFO_EXPORT:
+                    size, = struct.unpack(">Q", data[2:10])
+            elif kind == _NBD_REP_ERR_UNSUP:
+                return None
+            elif kind == _NBD_REP_ERR_UNKNOWN:
+                raise ExportMissing(f"{self.where}: the server has no export named '{name}'")
+            elif kind & _NBD_REP_ERROR_BIT:
+                raise ServerError(f"{self.where}: the server refused to describe export "
+                                  f"'{name}' (NBD error {kind & ~_NBD_REP_ERROR_BIT})")
+
+    def names(self) -> List[str]:
+        self.send_option(_NBD_OPT_LIST)
+        found = []
+        while True:
+            kind, data = self.reply(_NBD_OPT_LIST)
+            if kind == _NBD_REP_ACK:
+                return found
+            if kind == _NBD_REP_SERVER and len(data) >= 4:
+                length, = struct.unpack(">I", data[:4])
+                found.append(data[4:4 + length].decode(errors="replace"))
+            elif kind & _NBD_REP_ERROR_BIT:
+                raise ServerError(f"{self.where}: the server does not list its exports "
+                                  f"(NBD error {kind & ~_NBD_REP_ERROR_BIT})")
+
+    def abort(self) -> None:
+        try:
+            self.send_option(_NBD_OPT_ABORT)
+        except OSError:
+            pass
+
+    def disconnect(self) -> None:
+        """Leave the transmission phase (after NBD_OPT_GO) cleanly."""
+        try:
+            self.sock.sendall(struct.pack(">IHHQQI", _NBD_REQUEST_MAGIC, 0, _NBD_CMD_DISC, 0, 0, 0))
+        except OSError:
+            pass
+
+
+def nbd_export_info(host: str, name: str, port: int = NBD_DEFAULT_PORT,
+                    timeout: float = DEFAULT_TIMEOUT) -> NbdExport:
+    """Check that the NBD server offers export ``name`` and read its size.
+
+    Speaks the fixed newstyle handshake and never attaches a device:
+    NBD_OPT_INFO, then leaves with NBD_OPT_ABORT. Some nbd-server versions
+    (3.24) answer INFO with size 0 before the export is opened; then
+    NBD_OPT_GO reads the real size and NBD_CMD_DISC leaves at once. A server
+    without INFO gets NBD_OPT_LIST (size unknown). The whole exchange is
+    bounded by ``timeout``. Raises ServerUnreachable, ExportMissing or
+    ServerError.
+    """
+    where = f"NBD server {host}:{port}"
+    deadline = time.monotonic() + timeout
+    with connect(host, port, timeout, "NBD server") as sock:
+        handshake = _NbdHandshake(sock, where, deadline)
+        try:
+            handshake.start()
+            size = handshake.info(name)
+            if size is None and name not in handshake.names():
+                raise ExportMissing(f"{where}: the server has no export named '{name}'")
+            if size == 0:
+                size = handshake.info(name, _NBD_OPT_GO)
+                handshake.disconnect()
+                return NbdExport(name, size)
+        except OSError as error:  # includes socket.timeout
+            raise ServerUnreachable(f"{where}: {error or 'no answer in time'}") from None
+        except struct.error:
+            raise ServerError(f"{where}: malformed NBD reply") from None
+        handshake.abort()
+        return NbdExport(name, size)
