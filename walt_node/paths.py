@@ -108,6 +108,24 @@ class Paths:
         return self.under("/proc/modules")
 
     @property
+    def proc_mounts(self) -> Path:
+        return self.under("/proc/mounts")
+
+    @property
+    def sys_block(self) -> Path:
+        return self.under("/sys/block")
+
+    @property
+    def sys_module(self) -> Path:
+        """One directory per loaded or built-in kernel module."""
+        return self.under("/sys/module")
+
+    @property
+    def run_avahi_daemon(self) -> Path:
+        """avahi-daemon's runtime directory (pid file, socket)."""
+        return self.under("/run/avahi-daemon")
+
+    @property
     def lib_modules(self) -> Path:
         return self.under("/lib/modules")
 
