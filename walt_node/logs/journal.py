@@ -1,0 +1,448 @@
+"""`walt-node journal-forward`: forward the journal of chosen systemd units to log streams.
+
+Configuration: one file (``/etc/walt/journal-forward.conf``), lines
+``<unit> <stream>``.  Each journal entry written by one of these units
+(``_SYSTEMD_UNIT``) becomes lines of its stream, stamped with the journal's
+own time (``__REALTIME_TIMESTAMP``).  After each delivered batch the entry's
+cursor is saved, so a restarted forwarder resumes right after it.
+
+Two journal readers, same behaviour: the ``systemd`` Python module
+(``pip install walt-node[systemd]``) when importable, else ``journalctl -o
+json`` in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+from walt_node.logs.serial import ProblemCounter
+from walt_node.paths import Paths
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Forward the systemd journal of chosen units to WalT log streams, with the
+journal's own timestamps, resuming after the last forwarded entry when
+restarted.
+
+Configuration file (default /etc/walt/journal-forward.conf), one unit per line:
+  # <unit>            <stream>
+  ssh                 sshd-log
+  my-experiment.service  experiment
+A unit name without a suffix means '<name>.service'.  Only the lines written
+by the unit's processes are forwarded (field _SYSTEMD_UNIT), one log line per
+line of a message.
+
+Journal reader: the 'systemd' Python module if installed
+(pip install walt-node[systemd]), otherwise 'journalctl -o json'.
+Without a saved cursor it starts at --start (default: the current boot).
+
+example:
+  echo 'my-experiment experiment' > /etc/walt/journal-forward.conf
+  walt-node journal-forward
+"""
+
+CHECKPOINT_ENTRIES = 1000  # save the cursor at least this often while busy
+IDLE_WAIT = 0.5  # a quiet journal for this long triggers a checkpoint
+FLUSH_TIMEOUT = 30.0
+START_POINTS = ("boot", "all", "now")
+SOURCES = ("auto", "python", "journalctl")
+
+
+def add_arguments(parser) -> None:
+    paths = Paths.from_env()
+    parser.add_argument("--config", type=Path, default=paths.journal_forward_conf,
+                        help="unit-to-stream file (default %(default)s)")
+    parser.add_argument("--cursor-file", type=Path, default=paths.journal_forward_cursor,
+                        help="where the position reached is saved (default %(default)s)")
+    parser.add_argument("--source", choices=SOURCES, default="auto",
+                        help="journal reader: the systemd Python module, journalctl, or auto "
+                        "(the module if installed)")
+    parser.add_argument("--start", choices=START_POINTS, default="boot",
+                        help="where to begin when no cursor is saved (default: boot)")
+    parser.add_argument("--file", dest="files", action="append", type=Path, metavar="JOURNAL",
+                        help="read this journal file instead of the system journal (repeatable)")
+    parser.add_argument("--no-follow", dest="follow", action="store_false",
+                        help="stop at the end of the journal instead of waiting for new entries")
+
+
+# ------------------------------------------------------------------ configuration
+
+class ConfigError(ValueError):
+    pass
+
+
+def unit_name(name: str) -> str:
+    return name if "." in name else f"{name}.service"
+
+
+def parse_config(text: str, where: str) -> Dict[str, str]:
+    """``<unit> <stream>`` lines -> {unit: stream}; errors name the file and line."""
+    routes: Dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ConfigError(f"{where}:{number}: expected '<unit> <stream>', got {raw.strip()!r}")
+        unit, stream = unit_name(fields[0]), fields[1]
+        if unit in routes:
+            raise ConfigError(f"{where}:{number}: unit '{unit}' is already forwarded to "
+                              f"stream '{routes[unit]}'; keep one line per unit")
+        routes[unit] = stream
+    if not routes:
+        raise ConfigError(f"{where}: no unit to forward; add lines '<unit> <stream>'")
+    return routes
+
+
+def load_config(path: Path) -> Dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: create it with lines '<unit> <stream>' "
+                          "(e.g. 'ssh sshd-log')") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    return parse_config(text, str(path))
+
+
+# ------------------------------------------------------------------ entries
+
+@dataclass(frozen=True)
+class Entry:
+    cursor: str
+    unit: str
+    ts: float
+    message: str
+
+
+class MalformedEntry(ValueError):
+    pass
+
+
+def message_text(value) -> str:
+    """journalctl's MESSAGE: a string, or an array of bytes when not valid UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value).decode("utf-8", errors="replace")
+    raise MalformedEntry(f"MESSAGE of unexpected type {type(value).__name__}")
+
+
+def entry_from_json(line: str) -> Entry:
+    """One line of ``journalctl -o json``."""
+    try:
+        data = json.loads(line)
+    except ValueError as error:
+        raise MalformedEntry(f"not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise MalformedEntry("not a JSON object")
+    try:
+        cursor = data["__CURSOR"]
+        ts = int(data["__REALTIME_TIMESTAMP"]) / 1e6
+    except KeyError as error:
+        raise MalformedEntry(f"field {error} missing") from None
+    except (TypeError, ValueError):
+        raise MalformedEntry(f"bad __REALTIME_TIMESTAMP {data['__REALTIME_TIMESTAMP']!r}") from None
+    unit = data.get("_SYSTEMD_UNIT") or ""
+    return Entry(str(cursor), str(unit), ts, message_text(data.get("MESSAGE")))
+
+
+def entry_from_reader(data: dict) -> Entry:
+    """One entry of ``systemd.journal.Reader`` (values already converted to Python types)."""
+    try:
+        cursor = data["__CURSOR"]
+        ts = data["__REALTIME_TIMESTAMP"].timestamp()
+    except KeyError as error:
+        raise MalformedEntry(f"field {error} missing") from None
+    except AttributeError:
+        raise MalformedEntry(f"bad __REALTIME_TIMESTAMP {data['__REALTIME_TIMESTAMP']!r}") from None
+    return Entry(str(cursor), str(data.get("_SYSTEMD_UNIT") or ""), ts, message_text(data.get("MESSAGE")))
+
+
+# ------------------------------------------------------------------ cursor
+
+class CursorFile:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> Optional[str]:
+        try:
+            cursor = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return cursor or None
+
+    def save(self, cursor: str) -> None:
+        # write then rename: a crash leaves the old cursor or the new one, never half of one
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(cursor + "\n", encoding="utf-8")
+        os.replace(temporary, self.path)
+
+    def forget(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# ------------------------------------------------------------------ forwarding
+
+class Forwarder:
+    """Sends entries of the routed units as log lines; saves the cursor once they are delivered.
+
+    ``emit(stream, text, ts)`` queues a line; ``flush()`` returns True once every
+    queued line is delivered (or safely spooled).
+    """
+
+    def __init__(self, routes: Dict[str, str], emit: Callable[[str, str, float], None],
+                 flush: Callable[[], bool], cursor_file: CursorFile, problems: ProblemCounter):
+        self.routes = routes
+        self.emit = emit
+        self.flush = flush
+        self.cursor_file = cursor_file
+        self.problems = problems
+        self.last_cursor: Optional[str] = None  # read but not yet saved
+        self.since_checkpoint = 0
+        self.lines_sent = 0
+
+    def handle(self, entry: Entry) -> None:
+        stream = self.routes.get(entry.unit)
+        if stream is not None:
+            for text in entry.message.split("\n"):
+                self.emit(stream, text, entry.ts)
+                self.lines_sent += 1
+        self.last_cursor = entry.cursor
+        self.since_checkpoint += 1
+        if self.since_checkpoint >= CHECKPOINT_ENTRIES:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        if self.last_cursor is None:
+            return
+        if not self.flush():
+            # not saved: after a restart these entries are sent again rather than lost
+            self.problems.report("delivery not confirmed", "the cursor was not saved")
+            return
+        self.cursor_file.save(self.last_cursor)
+        self.last_cursor = None
+        self.since_checkpoint = 0
+
+
+# ------------------------------------------------------------------ journal readers
+
+class JournalUnavailable(RuntimeError):
+    pass
+
+
+class CursorRejected(RuntimeError):
+    pass
+
+
+# A reader yields entries, and None whenever the journal has been quiet for a while.
+EntryStream = Iterator[Optional[Entry]]
+
+
+def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str,
+                         files: Sequence[Path], follow: bool, problems: ProblemCounter) -> EntryStream:
+    argv = journalctl_argv(units, cursor, start, files, follow)
+    log.debug("running %s", " ".join(argv))
+    try:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise JournalUnavailable("journalctl was not found") from None
+    assert process.stdout is not None and process.stderr is not None
+    pending = b""
+    received = 0
+    try:
+        while True:
+            ready, _, _ = select.select([process.stdout], [], [], IDLE_WAIT)
+            if not ready:
+                yield None
+                continue
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                received += 1
+                yield _parsed(line.decode("utf-8", errors="replace"), problems)
+        status = process.wait()
+        if status != 0:
+            error = process.stderr.read().decode(errors="replace").strip()
+            if cursor and received == 0 and "cursor" in error.lower():
+                raise CursorRejected(error)
+            raise JournalUnavailable(f"journalctl failed (status {status}): {error}")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def _parsed(line: str, problems: ProblemCounter) -> Optional[Entry]:
+    if not line.strip():
+        return None
+    try:
+        return entry_from_json(line)
+    except MalformedEntry as error:
+        problems.report("malformed journal entry", f"{error}: {line[:200]!r}")
+        return None
+
+
+def journalctl_argv(units: Sequence[str], cursor: Optional[str], start: str,
+                    files: Sequence[Path], follow: bool) -> List[str]:
+    argv = ["journalctl", "--output=json", "--all", "--no-pager", "--quiet", "--lines=all"]
+    argv += [f"--file={path}" for path in files]
+    if follow:
+        argv.append("--follow")
+    if cursor:
+        argv.append(f"--after-cursor={cursor}")
+    elif start == "boot":
+        argv.append("--boot")
+    elif start == "now":
+        argv[argv.index("--lines=all")] = "--lines=0"
+    # matches on one field are OR-ed: entries of any of the units
+    argv += [f"_SYSTEMD_UNIT={unit}" for unit in units]
+    return argv
+
+
+def read_with_python_module(units: Sequence[str], cursor: Optional[str], start: str,
+                            files: Sequence[Path], follow: bool,
+                            problems: ProblemCounter) -> EntryStream:
+    try:
+        from systemd import journal
+    except ImportError:
+        raise JournalUnavailable("the systemd Python module is not installed "
+                                 "(pip install walt-node[systemd])") from None
+    reader = journal.Reader(files=[str(f) for f in files]) if files else journal.Reader()
+    try:
+        for unit in units:
+            reader.add_match(_SYSTEMD_UNIT=unit)  # same field: OR-ed
+        _position(reader, cursor, start)
+        while True:
+            for data in iter(reader.get_next, {}):
+                try:
+                    yield entry_from_reader(data)
+                except MalformedEntry as error:
+                    problems.report("malformed journal entry", str(error))
+            yield None
+            if not follow:
+                return
+            reader.wait(IDLE_WAIT)
+    finally:
+        reader.close()
+
+
+def _position(reader, cursor: Optional[str], start: str) -> None:
+    if cursor:
+        try:
+            reader.seek_cursor(cursor)
+        except (OSError, ValueError) as error:
+            raise CursorRejected(str(error)) from None
+        first = reader.get_next()
+        if first.get("__CURSOR") != cursor:
+            # the saved entry is gone (journal rotated): start just before what follows it
+            reader.get_previous()
+        return
+    if start == "boot":
+        reader.this_boot()
+        reader.seek_head()
+    elif start == "now":
+        reader.seek_tail()
+        reader.get_previous()  # after seek_tail, step back so get_next() returns new entries only
+    else:
+        reader.seek_head()
+
+
+READERS = {"python": read_with_python_module, "journalctl": read_with_journalctl}
+
+
+def choose_source(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import systemd.journal  # noqa: F401
+    except ImportError:
+        return "journalctl"
+    return "python"
+
+
+# ------------------------------------------------------------------ command
+
+def forward(forwarder: Forwarder, entries: EntryStream) -> None:
+    for entry in entries:
+        if entry is None:
+            forwarder.checkpoint()
+        else:
+            forwarder.handle(entry)
+    forwarder.checkpoint()
+
+
+def _stop_on_sigterm() -> None:
+    def handler(_signum, _frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(args) -> int:
+    prog = "walt-node journal-forward"
+    try:
+        routes = load_config(args.config)
+    except ConfigError as error:
+        sys.stderr.write(f"{prog}: {error}\n")
+        return 1
+    from walt_node import log as walt_log
+
+    problems = ProblemCounter(log)
+    cursor_file = CursorFile(args.cursor_file)
+    forwarder = Forwarder(
+        routes,
+        emit=lambda stream, text, ts: walt_log.echo(stream, text, ts=ts),
+        flush=lambda: walt_log.flush(FLUSH_TIMEOUT) is not False,
+        cursor_file=cursor_file, problems=problems,
+    )
+    source = choose_source(args.source)
+    log.info("forwarding %s with %s", ", ".join(f"{u} -> {s}" for u, s in routes.items()), source)
+    _stop_on_sigterm()
+    try:
+        _forward_from(source, forwarder, cursor_file, args, problems)
+    except JournalUnavailable as error:
+        sys.stderr.write(f"{prog}: cannot read the journal: {error}\n")
+        return 1
+    except KeyboardInterrupt:
+        forwarder.checkpoint()
+    finally:
+        problems.summary()
+        log.info("%d lines forwarded", forwarder.lines_sent)
+    return 0
+
+
+def _forward_from(source: str, forwarder: Forwarder, cursor_file: CursorFile, args,
+                  problems: ProblemCounter) -> None:
+    read = READERS[source]
+    units = sorted(forwarder.routes)
+    files = args.files or []
+    cursor = cursor_file.load()
+    try:
+        forward(forwarder, read(units, cursor, args.start, files, args.follow, problems))
+    except CursorRejected as error:
+        log.warning("the saved cursor was refused (%s): starting again from '%s'", error, args.start)
+        cursor_file.forget()
+        forward(forwarder, read(units, None, args.start, files, args.follow, problems))
