@@ -1,0 +1,125 @@
+"""Facts about the installation: the Python running setup, its walt-node
+executable, and the init system of the target image."""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from walt_node.install import InstallError
+from walt_node.install.rootfs import ImageRoot
+
+SYSTEMD_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
+INIT_SYSTEMS = ("systemd", "busybox")
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    in_venv: bool
+    externally_managed: bool  # PEP 668 marker: the distribution owns this Python
+    prefix: str
+    executable: str
+
+    @classmethod
+    def current(cls) -> PythonEnv:
+        stdlib = Path(sysconfig.get_path("stdlib"))
+        return cls(
+            in_venv=sys.prefix != sys.base_prefix,
+            externally_managed=(stdlib / "EXTERNALLY-MANAGED").exists(),
+            prefix=os.path.abspath(sys.prefix),
+            executable=os.path.abspath(sys.executable),
+        )
+
+
+def check_python_env(env: PythonEnv, system: bool) -> None:
+    """Refuse the one unsafe case: a distribution-managed Python without --system.
+
+    There, walt-node came from `pip install --break-system-packages` (or
+    sudo pip), and apt may replace or break its files at any upgrade while the
+    units installed here keep pointing at them.  A venv, the Debian package
+    (its postinst passes --system) and non-managed Pythons (Alpine, python
+    container images) are fine.
+    """
+    if env.in_venv or system or not env.externally_managed:
+        return
+    raise InstallError(
+        f"walt-node runs from {env.executable}, a Python managed by the distribution "
+        "(it has an EXTERNALLY-MANAGED marker): apt may change these files under the "
+        "installed services. Install walt-node in a venv instead:\n"
+        "  python3 -m venv /opt/walt-node && /opt/walt-node/bin/pip install walt-node"
+        " && /opt/walt-node/bin/walt-node-setup\n"
+        "or install the Debian package (apt install ./walt-node_*.deb). "
+        "If this Python is really where walt-node must live, rerun with --system."
+    )
+
+
+def default_walt_node(env: PythonEnv) -> str:
+    """Absolute path of the walt-node executable of the Python running setup."""
+    if env.in_venv:
+        return os.path.join(env.prefix, "bin", "walt-node")
+    candidates = [
+        os.path.join(sysconfig.get_path("scripts"), "walt-node"),
+        os.path.join(os.path.dirname(env.executable), "walt-node"),  # Debian: /usr/bin
+    ]
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise InstallError(
+        "cannot find the walt-node executable of this Python (looked at "
+        + ", ".join(candidates) + "); pass its path with --walt-node PATH"
+    )
+
+
+def check_walt_node(image: ImageRoot, walt_node: str) -> None:
+    if not os.path.isabs(walt_node):
+        raise InstallError(f"--walt-node must be an absolute path inside the image, not '{walt_node}'")
+    host = image.host_followed(walt_node)
+    if not (host.is_file() and os.access(host, os.X_OK)):
+        raise InstallError(
+            f"the services would run {walt_node}, but there is no such executable inside "
+            f"{image.root}. Install walt-node inside the image first (for example "
+            "python3 -m venv /opt/walt-node; /opt/walt-node/bin/pip install walt-node) and "
+            "pass --walt-node /opt/walt-node/bin/walt-node"
+        )
+
+
+def interpreter_of(image: ImageRoot, walt_node: str, fallback: str) -> str:
+    """The Python that walt-node's own launcher uses (its shebang), for our scripts."""
+    try:
+        with open(image.host_followed(walt_node), "rb") as stream:
+            first = stream.readline(4096).decode(errors="replace").strip()
+    except OSError:
+        return fallback
+    if first.startswith("#!") and "python" in first:
+        return first[2:].strip()
+    return fallback
+
+
+def detect_init(image: ImageRoot) -> str:
+    """'systemd' or 'busybox', from what the image holds."""
+    if any(image.host_followed(path).exists() for path in SYSTEMD_BINARIES):
+        return "systemd"
+    init = image.host("/sbin/init")
+    if init.is_symlink() and os.path.basename(os.readlink(init)) == "busybox":
+        return "busybox"
+    if image.host_followed("/bin/busybox").exists() and not init.exists():
+        return "busybox"
+    raise InstallError(
+        f"cannot tell the init system of {image.root}: no systemd binary "
+        f"({', '.join(SYSTEMD_BINARIES)}) and /sbin/init is not busybox; "
+        "pass --init systemd or --init busybox"
+    )
+
+
+def systemd_running(image: ImageRoot, prefix_given: bool) -> bool:
+    """True when setup targets the running system and systemd manages it."""
+    return not prefix_given and image.host("/run/systemd/system").is_dir()
+
+
+def data_dir() -> Path:
+    """Where the package ships its unit templates (data/units) and scripts (data/bin)."""
+    return Path(__file__).resolve().parent.parent / "data"
+

@@ -1,0 +1,292 @@
+"""Apply a :class:`~walt_node.install.plan.Plan` to an image, and undo it.
+
+Everything written is recorded in a manifest (JSON, under
+/var/lib/walt-node), with a hash of each file as installed, so that:
+
+- a second run that finds everything in place writes nothing at all;
+- an upgrade replaces walt-node's own files but never a file of the image,
+  nor one of ours that somebody edited since, unless ``--force`` (which first
+  moves the original to a backup directory);
+- ``--uninstall`` removes exactly what was created (directories included),
+  restores the backups, and leaves files edited since in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from walt_node import __version__
+from walt_node.install import InstallError, imagespec
+from walt_node.install.plan import NODE, Item, Plan
+from walt_node.install.rootfs import ImageRoot, sha256_of, symlink_atomically, write_atomically
+
+MANIFEST = str(NODE.var_lib_walt_node / "install-manifest.json")
+BACKUP_DIR = str(NODE.var_lib_walt_node / "backup")
+IMAGE_SPEC = str(NODE.image_spec)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Manifest:
+    init: str = ""
+    entries: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # path -> record
+    created_dirs: List[str] = field(default_factory=list)
+    image_spec: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def load(cls, image: ImageRoot) -> Optional[Manifest]:
+        host = image.host(MANIFEST)
+        if not host.exists():
+            return None
+        try:
+            data = json.loads(host.read_text())
+            entries = {record["path"]: record for record in data["entries"]}
+            return cls(data["init"], entries, list(data["created_dirs"]), data.get("image_spec"))
+        except (ValueError, KeyError, TypeError) as error:
+            raise InstallError(
+                f"{host} is damaged ({error}); walt-node cannot tell what it installed. "
+                "Restore it from a backup, or remove it and reinstall with --force"
+            ) from None
+
+    def serialized(self) -> bytes:
+        data = {
+            "walt_node_version": __version__,
+            "init": self.init,
+            "entries": list(self.entries.values()),
+            "created_dirs": self.created_dirs,
+            "image_spec": self.image_spec,
+        }
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+@dataclass
+class Outcome:
+    changed: List[str] = field(default_factory=list)  # human-readable actions done
+    units_changed: List[str] = field(default_factory=list)
+    units: List[str] = field(default_factory=list)
+
+
+class Installer:
+    def __init__(self, image: ImageRoot, say: Say, force: bool = False, dry_run: bool = False):
+        self.image = image
+        self.say = say
+        self.force = force
+        self.dry_run = dry_run
+
+    # ------------------------------------------------------------------ install
+    def install(self, plan: Plan, init: str, templates: List[str]) -> Outcome:
+        manifest = Manifest.load(self.image) or Manifest()
+        before = manifest.serialized() if self.image.exists(MANIFEST) else b""
+        actions = self._classify(plan, manifest)
+        stale = [path for path in manifest.entries if path not in {item.path for item in plan.items}]
+        self._refuse_conflicts(actions)
+        spec_missing = imagespec.missing_templates(self.image.host(IMAGE_SPEC), templates)
+        outcome = Outcome(units=plan.units)
+        if self.dry_run:
+            self._describe(actions, stale, spec_missing, outcome)
+            return outcome
+        for path in stale:
+            self._remove_entry(manifest, path, outcome)
+        for item, action in actions:
+            if action != "keep":
+                self._write(item, action, manifest, outcome)
+        self._merge_spec(manifest, templates, spec_missing, outcome)
+        manifest.init = init
+        self._save(manifest, before)
+        return outcome
+
+    def _classify(self, plan: Plan, manifest: Manifest) -> List[tuple]:
+        actions = []
+        for item in plan.items:
+            host = self.image.host(item.path)
+            record = manifest.entries.get(item.path)
+            if _matches(item, host):
+                action = "keep"
+            elif not os.path.lexists(host):
+                action = "create"
+            elif record is not None and _unmodified(record, host):
+                action = "update"
+            else:
+                action = "replace" if self.force else "conflict"
+            actions.append((item, action))
+        return actions
+
+    def _refuse_conflicts(self, actions: List[tuple]) -> None:
+        conflicts = [item.path for item, action in actions if action == "conflict"]
+        if conflicts:
+            raise InstallError(
+                "these files of the image are not walt-node's (or were edited since walt-node "
+                "installed them): " + ", ".join(conflicts) + ". Nothing was changed. Rerun with "
+                f"--force to replace them (the originals are kept under {BACKUP_DIR} and put back "
+                "by --uninstall)"
+            )
+
+    def _describe(self, actions: List[tuple], stale: List[str], spec: List[str], outcome: Outcome) -> None:
+        for path in stale:
+            outcome.changed.append(f"would remove {path} (no longer part of walt-node)")
+        for item, action in actions:
+            if action != "keep":
+                outcome.changed.append(f"would {action} {item.kind} {item.path}")
+        if spec:
+            outcome.changed.append(f"would add {', '.join(spec)} to the templates of {IMAGE_SPEC}")
+
+    def _write(self, item: Item, action: str, manifest: Manifest, outcome: Outcome) -> None:
+        host = self.image.host(item.path)
+        self._make_parents(host.parent, manifest)
+        record = manifest.entries.get(item.path, {"path": item.path, "kind": item.kind, "backup": None})
+        if action == "replace":
+            if record.get("backup") is None:
+                record["backup"] = self._back_up(item.path, manifest)
+            else:  # the original is saved already: this is our edited copy
+                _delete(host)
+        if item.kind == "dir":
+            os.mkdir(host, item.mode)
+        elif item.kind == "symlink":
+            symlink_atomically(host, item.target)
+            record["target"] = item.target
+        else:
+            write_atomically(host, item.content, item.mode)
+            record["sha256"] = sha256_of(host)
+        record["kind"] = item.kind
+        manifest.entries[item.path] = record
+        outcome.changed.append(f"{action}d {item.path}")
+        if item.unit:
+            outcome.units_changed.append(item.unit)
+
+    def _make_parents(self, host_dir: Path, manifest: Manifest) -> None:
+        missing = []
+        while not host_dir.exists() and host_dir != self.image.root:
+            missing.append(host_dir)
+            host_dir = host_dir.parent
+        for directory in reversed(missing):
+            os.mkdir(directory, 0o755)
+            manifest.created_dirs.append(self.image.node(directory))
+
+    def _back_up(self, path: str, manifest: Manifest) -> str:
+        backup = BACKUP_DIR + path
+        host_backup = self.image.host(backup)
+        self._make_parents(host_backup.parent, manifest)
+        if os.path.lexists(host_backup):
+            raise InstallError(f"a backup of {path} already exists at {host_backup}; move it away first")
+        os.replace(self.image.host(path), host_backup)
+        self.say(f"kept the image's own {path} as {backup}")
+        return backup
+
+    def _merge_spec(self, manifest: Manifest, templates: List[str], missing: List[str], outcome) -> None:
+        if not missing:
+            return
+        spec = self.image.host(IMAGE_SPEC)
+        record = manifest.image_spec or {"templates": [], "created": not spec.exists(), "original": None}
+        if spec.exists() and record["original"] is None and not record["templates"]:
+            record["original"] = spec.read_text()  # restored as-is by --uninstall
+        self._make_parents(spec.parent, manifest)
+        added, _ = imagespec.add_templates(spec, missing)
+        record["templates"] += added
+        record["sha256"] = sha256_of(spec)
+        manifest.image_spec = record
+        outcome.changed.append(f"added {', '.join(added)} to the templates of {IMAGE_SPEC}")
+
+    def _save(self, manifest: Manifest, before: bytes) -> None:
+        content = manifest.serialized()
+        if content == before:
+            return
+        host = self.image.host(MANIFEST)
+        self._make_parents(host.parent, manifest)
+        write_atomically(host, manifest.serialized(), 0o644)  # created_dirs may have grown
+
+    # ---------------------------------------------------------------- uninstall
+    def uninstall(self) -> Optional[Outcome]:
+        """Undo the installation; None when the image has no manifest."""
+        manifest = Manifest.load(self.image)
+        if manifest is None:
+            return None
+        outcome = Outcome(units=[p.rsplit("/", 1)[1] for p, r in manifest.entries.items() if _is_unit(p, r)])
+        if self.dry_run:
+            outcome.changed = [f"would remove {path}" for path in manifest.entries]
+            return outcome
+        for path in reversed(list(manifest.entries)):
+            self._remove_entry(manifest, path, outcome)
+        self._restore_spec(manifest, outcome)
+        _delete(self.image.host(MANIFEST))
+        for directory in sorted(manifest.created_dirs, key=lambda d: d.count("/"), reverse=True):
+            self._remove_dir_if_empty(directory)
+        return outcome
+
+    def _remove_entry(self, manifest: Manifest, path: str, outcome: Outcome) -> None:
+        record = manifest.entries.pop(path)
+        host = self.image.host(path)
+        if record["kind"] == "dir":
+            if not self._remove_dir_if_empty(path):
+                return
+        elif os.path.lexists(host) and not _unmodified(record, host):
+            self.say(f"kept {path}: it was changed after walt-node installed it")
+            return
+        else:
+            _delete(host)
+        outcome.changed.append(f"removed {path}")
+        if _is_unit(path, record):
+            outcome.units_changed.append(path.rsplit("/", 1)[1])
+        backup = record.get("backup")
+        if backup and not os.path.lexists(host):
+            os.replace(self.image.host(backup), host)
+            outcome.changed.append(f"restored the image's own {path}")
+
+    def _remove_dir_if_empty(self, path: str) -> bool:
+        host = self.image.host(path)
+        try:
+            os.rmdir(host)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            self.say(f"kept {path}: it is not empty")
+            return False
+        return True
+
+    def _restore_spec(self, manifest: Manifest, outcome: Outcome) -> None:
+        record = manifest.image_spec
+        if not record:
+            return
+        spec = self.image.host(IMAGE_SPEC)
+        if spec.exists() and sha256_of(spec) == record.get("sha256"):
+            # untouched since we merged: give back the exact original bytes
+            if record["created"]:
+                spec.unlink()
+            else:
+                write_atomically(spec, record["original"].encode(), 0o644)
+        else:
+            imagespec.remove_templates(spec, record["templates"], record["created"])
+        outcome.changed.append(f"removed {', '.join(record['templates'])} from {IMAGE_SPEC}")
+
+
+def _matches(item: Item, host: Path) -> bool:
+    if item.kind == "symlink":
+        return host.is_symlink() and os.readlink(host) == item.target
+    if item.kind == "dir":
+        return host.is_dir()
+    if host.is_symlink() or not host.is_file():
+        return False
+    return host.read_bytes() == item.content and (host.stat().st_mode & 0o7777) == item.mode
+
+
+def _unmodified(record: Dict[str, Any], host: Path) -> bool:
+    """Is ``host`` still exactly what walt-node wrote there?"""
+    if record["kind"] == "symlink":
+        return host.is_symlink() and os.readlink(host) == record.get("target")
+    if record["kind"] == "dir":
+        return host.is_dir() and not host.is_symlink()
+    return host.is_file() and not host.is_symlink() and sha256_of(host) == record.get("sha256")
+
+
+def _is_unit(path: str, record: Dict[str, Any]) -> bool:
+    return record["kind"] == "file" and path.endswith(".service") and ".wants/" not in path
+
+
+def _delete(host: Path) -> None:
+    """Remove one file or link; directories are never removed recursively."""
+    if os.path.lexists(host):
+        host.unlink()

@@ -1,0 +1,187 @@
+"""`walt-node setup` (also `walt-node-setup`): install walt-node's services in an image."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List
+
+from walt_node import __version__
+from walt_node.install import InstallError
+
+DESCRIPTION = """\
+Install walt-node's services and commands into a WalT node image, or remove them.
+
+Installs: the systemd units (walt-logs, walt-mdns, walt-lldp-report,
+walt-nbd-swap, walt-journal-forward) enabled for multi-user.target, or for
+busybox init the script /etc/init.d/S90walt-node; the log FIFO directory
+/var/lib/walt; links in /usr/local/bin to the walt-node commands of this
+environment; /bin/blink and /bin/walt-reboot.
+
+Run it inside the image (`walt image shell`, a Dockerfile RUN line), or from
+outside with --prefix ROOT for an image tree: then enable links are written
+under ROOT and nothing is started. A file of the image is never replaced
+without --force (the original is kept under /var/lib/walt-node/backup and put
+back by --uninstall). Running it again changes nothing. Disable one service in
+an image with: touch /etc/walt/<service>.disabled
+
+examples:
+  walt-node-setup                              # in `walt image shell`
+  walt-node-setup --prefix /srv/rootfs --walt-node /opt/walt-node/bin/walt-node
+  walt-node-setup --dry-run
+  walt-node-setup --uninstall
+"""
+
+INIT_CHOICES = ("auto", "systemd", "busybox")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", metavar="ROOT",
+                        help="install into the image tree ROOT instead of this system (nothing is started)")
+    parser.add_argument("--init", choices=INIT_CHOICES, default="auto",
+                        help="init system of the image (default: detected)")
+    parser.add_argument("--walt-node", metavar="PATH",
+                        help="walt-node executable the services run, as a path inside the image "
+                        "(default: the one of the Python running this command)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files of the image that are in the way (keeping a backup)")
+    parser.add_argument("--uninstall", action="store_true",
+                        help="remove what setup installed and restore the backups")
+    parser.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
+    parser.add_argument("--no-start", action="store_true",
+                        help="on a running systemd system, install and enable but do not (re)start")
+    parser.add_argument("--system", action="store_true",
+                        help="accept walt-node installed in a distribution-managed Python "
+                        "(used by the Debian package)")
+    parser.add_argument("--spec-template", metavar="PATH", action="append", default=[],
+                        help="register a file of the image (absolute path) as an image.spec template, in "
+                        "which the server replaces %%(server_ip)s and the other walt-env keys; repeatable")
+    parser.add_argument("--install-packages", action="store_true",
+                        help="also install the Debian packages the services use "
+                        "(lldpd, nbd-client, kexec-tools) with apt-get")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.uninstall:
+            return _uninstall(args)
+        return _install(args)
+    except InstallError as error:
+        sys.stderr.write(f"walt-node setup: {error}\n")
+        return 1
+    except PermissionError as error:
+        sys.stderr.write(
+            f"walt-node setup: permission denied on {error.filename}: run it as root, "
+            "or use --prefix ROOT on a tree you own\n"
+        )
+        return 1
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _image(args: argparse.Namespace):
+    from walt_node.install.rootfs import ImageRoot
+
+    root = Path(args.prefix or "/")
+    if not root.is_dir():
+        raise InstallError(f"--prefix {args.prefix}: no such directory (give the root of the image tree)")
+    return ImageRoot(root)
+
+
+def _install(args: argparse.Namespace) -> int:
+    from walt_node.install import environment, packages
+    from walt_node.install.installer import Installer
+    from walt_node.install.plan import COMMANDS, Target, build_plan
+
+    image = _image(args)
+    walt_node = args.walt_node
+    python = environment.PythonEnv.current()
+    if walt_node is None:
+        environment.check_python_env(python, args.system)
+        walt_node = environment.default_walt_node(python)
+    environment.check_walt_node(image, walt_node)
+    _check_templates(image, args.spec_template)
+    init = environment.detect_init(image) if args.init == "auto" else args.init
+    if args.install_packages:
+        packages.install(image, args.prefix is not None, args.dry_run, _say)
+    scripts_dir = os.path.dirname(walt_node)
+    target = Target(
+        init=init,
+        walt_node=walt_node,
+        interpreter=environment.interpreter_of(image, walt_node, python.executable),
+        available_commands=[c for c in COMMANDS if image.host_followed(f"{scripts_dir}/{c}").exists()],
+    )
+    plan = build_plan(target, environment.data_dir())
+    outcome = Installer(image, _say, force=args.force, dry_run=args.dry_run).install(
+        plan, init, args.spec_template)
+    for note in plan.notes:
+        _say(f"note: {note}")
+    _report(outcome.changed, image, args.dry_run, "installed")
+    if not args.dry_run and init == "systemd" and environment.systemd_running(image, args.prefix is not None):
+        _systemctl_after_install(outcome.units_changed, args.no_start)
+    return 0
+
+
+def _check_templates(image, templates: List[str]) -> None:
+    for path in templates:
+        if not path.startswith("/"):
+            raise InstallError(f"--spec-template {path}: give the absolute path of the file inside the image")
+        if not image.host_followed(path).is_file():
+            raise InstallError(f"--spec-template {path}: no such file in the image; create it first")
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    from walt_node.install import environment
+    from walt_node.install.installer import MANIFEST, Installer
+
+    image = _image(args)
+    live = environment.systemd_running(image, args.prefix is not None) and not args.dry_run
+    installer = Installer(image, _say, dry_run=args.dry_run)
+    if live:
+        from walt_node.install.installer import Manifest
+
+        manifest = Manifest.load(image)
+        units = [p.rsplit("/", 1)[1] for p in manifest.entries if p.endswith(".service")] if manifest else []
+        if units:
+            _systemctl(["stop", *sorted(set(units))])
+    outcome = installer.uninstall()
+    if outcome is None:
+        _say(f"walt-node is not installed in {image.root} (no {MANIFEST}): nothing to do")
+        return 0
+    _report(outcome.changed, image, args.dry_run, "uninstalled")
+    if live:
+        _systemctl(["daemon-reload"])
+    return 0
+
+
+def _report(changed: List[str], image, dry_run: bool, done: str) -> None:
+    for line in changed:
+        _say(line)
+    if dry_run:
+        _say("dry run: nothing was changed" if changed else f"already {done}: nothing would change")
+    elif not changed:
+        _say(f"walt-node is already {done} in {image.root}: nothing changed")
+    else:
+        _say(f"walt-node {__version__} {done} in {image.root}")
+
+
+def _systemctl_after_install(units_changed: List[str], no_start: bool) -> None:
+    if not units_changed:
+        return
+    _systemctl(["daemon-reload"])
+    if not no_start:
+        # restart = start for new units, reload the code of updated ones
+        _systemctl(["restart", *sorted(set(units_changed))])
+
+
+def _systemctl(argv: List[str]) -> None:
+    from walt_node import runner
+
+    try:
+        runner.run(["systemctl", *argv], timeout=120)
+    except (runner.CommandFailed, runner.CommandMissing) as error:
+        raise InstallError(f"{error}; the files are installed, fix the cause and rerun") from None
