@@ -1,0 +1,414 @@
+"""`walt-node swap`: the WalT server's NBD export ``swap-16G`` as swap (walt-protocols.md §9).
+
+Nodes boot with their root filesystem in RAM; swap on the server lets that
+RAM overlay grow. Every step runs under one time budget so a server that does
+not answer delays the boot by seconds, never minutes, and a missing piece is
+named instead of failing somewhere in the middle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from walt_node import runner
+from walt_node.paths import Paths
+
+DESCRIPTION = """\
+Use the WalT server's NBD export 'swap-16G' as swap (WalT docs: "NBD swap",
+optional feature of an image).
+
+  status    say which prerequisite is present or missing: the nbd kernel
+            module (loaded, built in, or loadable), nbd-client, mkswap,
+            swapon, and the server's export (its size is read with a real
+            NBD handshake; nothing is attached)
+  attach    nbd-client -N swap-16G <server> /dev/nbdX -swap, mkswap, swapon,
+            then grow the RAM overlay: mount -o remount,size=8G /run/walt/rootfs
+            (only if that mount exists). Already attached: says so, exit 0.
+            Every step is time-limited and all of them share --timeout.
+  detach    swapoff, nbd-client -d; nothing attached: says so, exit 0
+  install-prerequisites
+            apt-get install the missing packages (nbd-client, util-linux)
+
+Exit status: 0 done (or nothing to do), 1 a prerequisite is missing,
+2 the server or its export is not available, 4 a step failed (undone).
+
+Examples:
+  walt-node swap status
+  walt-node swap attach --timeout 15
+  walt-node swap detach
+  walt-node swap install-prerequisites --dry-run
+"""
+
+EXPORT_NAME = "swap-16G"
+OVERLAY_SIZE = "8G"
+OVERLAY_MOUNTPOINT = "/run/walt/rootfs"
+DEFAULT_ATTACH_TIMEOUT = 20.0
+DEFAULT_DETACH_TIMEOUT = 120.0  # swapoff must read back what was swapped out
+EXPORT_CHECK_TIMEOUT = 5.0
+STEP_TIMEOUT = 10.0
+
+EXIT_OK = 0
+EXIT_MISSING = 1
+EXIT_SERVER = 2
+EXIT_STEP_FAILED = 4
+
+PROGRAMS = {"nbd-client": "nbd-client", "mkswap": "util-linux", "swapon": "util-linux"}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok     ' if self.ok else 'MISSING'} {self.name}: {self.detail}"
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class Budget:
+    """One deadline shared by every step of a command."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.clock = clock
+        self.deadline = clock() + seconds
+
+    def left(self, at_most: float = STEP_TIMEOUT) -> float:
+        remaining = self.deadline - self.clock()
+        if remaining <= 0:
+            raise StepFailed("the time budget (--timeout) is used up")
+        return min(remaining, at_most)
+
+
+# ---------------------------------------------------------- prerequisites
+
+def kernel_release() -> str:
+    return os.uname().release
+
+
+def _module_file_listed(modules_dir: Path) -> Optional[str]:
+    """Where nbd.ko appears in this kernel's module lists (None: nowhere)."""
+    pattern = re.compile(r"(^|/)nbd\.ko(\.[a-z]+)?$")
+    for listing, kind in (("modules.builtin", "built in"), ("modules.dep", "loadable")):
+        try:
+            lines = (modules_dir / listing).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if pattern.search(line.split(":", 1)[0].strip()):
+                return f"{kind} ({modules_dir / listing})"
+    found = sorted((modules_dir / "kernel" / "drivers" / "block").glob("nbd.ko*"))
+    return f"loadable ({found[0]})" if found else None
+
+
+def module_loaded(paths: Paths) -> bool:
+    try:
+        if any(line.split(" ", 1)[0] == "nbd" for line in paths.proc_modules.read_text().splitlines()):
+            return True
+    except OSError:
+        pass
+    return (paths.sys_module / "nbd").is_dir()
+
+
+def check_module(paths: Paths) -> Check:
+    name = "nbd kernel module"
+    if module_loaded(paths):
+        return Check(name, True, "loaded")
+    release = kernel_release()
+    modules_dir = paths.lib_modules / release
+    where = _module_file_listed(modules_dir)
+    if where is not None:
+        return Check(name, True, f"not loaded, {where}")
+    return Check(name, False, f"not loaded and not found in {modules_dir} (kernel {release}); "
+                              "use a kernel with CONFIG_BLK_DEV_NBD or install its modules package")
+
+
+def check_program(program: str) -> Check:
+    found = runner.which(program)
+    if found:
+        return Check(program, True, found)
+    return Check(program, False, f"not found on PATH (package {PROGRAMS[program]}; "
+                                 "'walt-node swap install-prerequisites' installs it)")
+
+
+def check_export(server: str, port: int, timeout: float) -> Check:
+    from walt_node.protocols import ServerError, nbd_export_info
+
+    name = f"server export {EXPORT_NAME}"
+    try:
+        export = nbd_export_info(server, EXPORT_NAME, port=port, timeout=timeout)
+    except ServerError as error:
+        return Check(name, False, str(error))
+    size = "size unknown" if export.size is None else f"{export.size} bytes ({human(export.size)})"
+    return Check(name, True, f"offered by {server}:{port}, {size}")
+
+
+def human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.4g} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def local_checks(paths: Paths) -> List[Check]:
+    return [check_module(paths)] + [check_program(p) for p in PROGRAMS]
+
+
+# ---------------------------------------------------------- kernel state
+
+def swapped_nbd_devices(paths: Paths) -> List[str]:
+    """NBD devices currently used as swap, read from /proc/swaps."""
+    try:
+        lines = paths.proc_swaps.read_text().splitlines()[1:]
+    except OSError:
+        return []
+    return [line.split()[0] for line in lines if line.split() and "/nbd" in line.split()[0]]
+
+
+def free_nbd_device(paths: Paths) -> Optional[str]:
+    """First /dev/nbdN without a connection (the kernel creates sys/block/nbdN/pid when connected)."""
+    def number(p: Path) -> int:
+        digits = p.name[3:]
+        return int(digits) if digits.isdigit() else 1 << 30
+
+    for block in sorted(paths.sys_block.glob("nbd*"), key=number):
+        if not (block / "pid").exists():
+            return str(paths.dev / block.name)
+    return None
+
+
+def overlay_is_mounted(paths: Paths) -> bool:
+    try:
+        lines = paths.proc_mounts.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 1 and fields[1].replace("\\040", " ") == OVERLAY_MOUNTPOINT:
+            return True
+    return False
+
+
+def state_file(paths: Paths) -> Path:
+    return paths.run_walt_node / "swap.json"
+
+
+def save_state(paths: Paths, device: str, server: str, port: int) -> None:
+    path = state_file(paths)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"device": device, "server": server, "port": port}) + "\n")
+
+
+def load_state_device(paths: Paths) -> Optional[str]:
+    try:
+        return str(json.loads(state_file(paths).read_text())["device"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------- steps
+
+def step(argv: List[str], budget: Budget, what: str) -> None:
+    try:
+        runner.run(argv, timeout=budget.left())
+    except (runner.CommandFailed, runner.CommandMissing) as error:
+        raise StepFailed(f"{what} failed: {error}") from None
+
+
+def undo(argv: List[str]) -> None:
+    """Best-effort rollback with its own short limit (the budget may be spent)."""
+    try:
+        runner.run(argv, timeout=STEP_TIMEOUT, check=False)
+    except (runner.CommandFailed, runner.CommandMissing):
+        pass
+
+
+def attach(paths: Paths, server: str, port: int, budget: Budget, out=sys.stdout) -> int:
+    already = swapped_nbd_devices(paths)
+    if already:
+        print(f"NBD swap already attached on {', '.join(already)}; nothing to do", file=out)
+        return EXIT_OK
+    missing = [c for c in local_checks(paths) if not c.ok]
+    if missing:
+        for check in missing:
+            print(check.line(), file=out)
+        print("NBD swap not attached: a prerequisite is missing (the boot carries on)", file=out)
+        return EXIT_MISSING
+    try:
+        export = check_export(server, port, budget.left(EXPORT_CHECK_TIMEOUT))
+        if not export.ok:
+            print(f"NBD swap not attached: {export.detail}", file=out)
+            return EXIT_SERVER
+        device = _attach_device(paths, server, port, budget)
+    except StepFailed as error:
+        print(f"NBD swap not attached: {error}", file=out)
+        return EXIT_STEP_FAILED
+    print(f"NBD swap attached on {device} ({export.detail})", file=out)
+    _grow_overlay(paths, budget, out)
+    return EXIT_OK
+
+
+def _attach_device(paths: Paths, server: str, port: int, budget: Budget) -> str:
+    if not module_loaded(paths):
+        step(["modprobe", "nbd"], budget, "loading the nbd module (modprobe nbd)")
+    device = free_nbd_device(paths)
+    if device is None:
+        raise StepFailed(f"no free NBD device (every {paths.sys_block}/nbd* is connected)")
+    step(["nbd-client", "-N", EXPORT_NAME, server, str(port), device, "-swap"], budget,
+         f"connecting {device} to {server}")
+    try:
+        step(["mkswap", device], budget, f"mkswap {device}")
+        step(["swapon", device], budget, f"swapon {device}")
+    except StepFailed:
+        undo(["nbd-client", "-d", device])
+        raise
+    save_state(paths, device, server, port)
+    return device
+
+
+def _grow_overlay(paths: Paths, budget: Budget, out) -> None:
+    if not overlay_is_mounted(paths):
+        return
+    target = str(paths.walt_rootfs_overlay)
+    try:
+        step(["mount", "-o", f"remount,size={OVERLAY_SIZE}", target], budget,
+             f"growing the RAM overlay {target}")
+    except StepFailed as error:
+        print(f"warning: swap is attached but {error}", file=out)
+        return
+    print(f"RAM overlay {target} may now grow to {OVERLAY_SIZE}", file=out)
+
+
+def detach(paths: Paths, budget: Budget, out=sys.stdout) -> int:
+    swapped = swapped_nbd_devices(paths)
+    remembered = load_state_device(paths)
+    devices = swapped + [d for d in [remembered] if d and d not in swapped]
+    if not devices:
+        print("no NBD swap attached; nothing to do", file=out)
+        return EXIT_OK
+    try:
+        for device in devices:
+            if device in swapped:
+                step(["swapoff", device], budget, f"swapoff {device}")
+            step(["nbd-client", "-d", device], budget, f"disconnecting {device}")
+    except StepFailed as error:
+        print(f"NBD swap not fully detached: {error}", file=out)
+        return EXIT_STEP_FAILED
+    try:
+        state_file(paths).unlink()
+    except FileNotFoundError:
+        pass
+    print(f"NBD swap detached from {', '.join(devices)}", file=out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------- packages
+
+def missing_packages() -> List[str]:
+    """Debian packages providing the missing programs (the kernel module is not a package here)."""
+    packages: List[str] = []
+    for program, package in PROGRAMS.items():
+        if runner.which(program) is None and package not in packages:
+            packages.append(package)
+    return packages
+
+
+def install_prerequisites(dry_run: bool, out=sys.stdout) -> int:
+    packages = missing_packages()
+    if not packages:
+        print("nbd-client, mkswap and swapon are installed; nothing to do", file=out)
+        return EXIT_OK
+    argv = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    if dry_run:
+        print("would run: " + " ".join(argv), file=out)
+        return EXIT_OK
+    try:
+        runner.run(argv, timeout=900)
+    except runner.CommandMissing:
+        print(f"apt-get is not available: install {' '.join(packages)} with this image's "
+              "package manager", file=out)
+        return EXIT_MISSING
+    except runner.CommandFailed as error:
+        print(f"installing {' '.join(packages)} failed: {error}", file=out)
+        return EXIT_STEP_FAILED
+    print(f"installed {' '.join(packages)}", file=out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------- command
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    for name, help_text in (("status", "report each prerequisite"),
+                            ("attach", "attach the server's swap export"),
+                            ("detach", "detach the NBD swap")):
+        action = sub.add_parser(name, help=help_text, description=help_text)
+        default = DEFAULT_DETACH_TIMEOUT if name == "detach" else DEFAULT_ATTACH_TIMEOUT
+        action.add_argument("--timeout", type=float, default=default, metavar="S",
+                            help=f"time limit of the whole command (default {default:g})")
+        if name != "detach":
+            action.add_argument("--server", metavar="IP",
+                                help="NBD server (default: the WalT server, from the node facts)")
+            action.add_argument("--nbd-port", type=int, default=None, metavar="PORT",
+                                help="NBD server port (default 10809)")
+    install = sub.add_parser("install-prerequisites", help="apt-get install missing packages",
+                             description="apt-get install nbd-client / util-linux if missing")
+    install.add_argument("--dry-run", action="store_true", help="only print the apt-get command")
+
+
+def _server(args) -> Tuple[Optional[str], str]:
+    """(server ip, or None with the reason)."""
+    if args.server:
+        return args.server, ""
+    from walt_node.facts import FactInvalid, FactMissing, NodeFacts
+
+    try:
+        return NodeFacts().server_ip, ""
+    except (FactMissing, FactInvalid) as error:
+        return None, str(error)
+
+
+def run(args) -> int:
+    from walt_node.protocols import NBD_DEFAULT_PORT
+
+    paths = Paths.from_env()
+    if args.action == "install-prerequisites":
+        return install_prerequisites(args.dry_run)
+    budget = Budget(args.timeout)
+    if args.action == "detach":
+        return detach(paths, budget)
+    port = args.nbd_port or NBD_DEFAULT_PORT
+    server, problem = _server(args)
+    if args.action == "status":
+        return status(paths, server, problem, port, args.timeout)
+    if server is None:
+        print(f"NBD swap not attached: {problem}")
+        return EXIT_SERVER
+    return attach(paths, server, port, budget)
+
+
+def status(paths: Paths, server: Optional[str], problem: str, port: int, timeout: float,
+           out=sys.stdout) -> int:
+    checks = local_checks(paths)
+    if server is None:
+        checks.append(Check(f"server export {EXPORT_NAME}", False, problem))
+    else:
+        checks.append(check_export(server, port, min(timeout, EXPORT_CHECK_TIMEOUT)))
+    for check in checks:
+        print(check.line(), file=out)
+    attached = swapped_nbd_devices(paths)
+    print("NBD swap: " + (f"attached on {', '.join(attached)}" if attached else "not attached"),
+          file=out)
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_MISSING
