@@ -208,10 +208,12 @@ class ApiPort:
     def __call__(self, conn: Connection) -> None:
         try:
             request = conn.readline(REQUEST_LINE_LIMIT)
-            api_line = conn.readline(REQUEST_LINE_LIMIT) if request is not None else None
+            if request is None or _decode(request).strip() not in API_REQUESTS:
+                return
+            api_line = conn.readline(REQUEST_LINE_LIMIT)
         except LineTooLong:
             return
-        if request is None or _decode(request).strip() not in API_REQUESTS or api_line is None:
+        if api_line is None:
             return
         api = _decode(api_line).strip()
         if api not in self.apis:
