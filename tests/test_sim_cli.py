@@ -1,0 +1,239 @@
+"""`walt-node sim` as users run it: a separate process, a state file, control
+commands, records read by `walt-node sim show`."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+
+from walt_node.protocols import LogStream, fake_tftp_get, get_device_info, report_lldp_neighbor
+from walt_node.sim import SimConfig, SimConfigError
+from walt_node.sim.sample import NODE_MAC, OTHER_IMAGE, write_boot_dir
+
+HOST = "127.0.0.1"
+REALTIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{6}) (\S+)\.(\S+) -> (.*)$")
+
+
+def walt_node(*args: str, timeout: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "walt_node", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"simulator exited {proc.returncode}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} not written within {timeout}s")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> Tuple[int, str, str]:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def sim_process(tmp_path: Path) -> Iterator[Dict]:
+    """`walt-node sim` with the sample platform, records and --show-logs."""
+    state_file, records = tmp_path / "state.json", tmp_path / "records.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "walt_node", "sim", "--state-file", str(state_file),
+         "--records", str(records), "--show-logs"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_file(state_file, proc)
+        yield {"proc": proc, "state_file": state_file, "records": records,
+               "state": json.loads(state_file.read_text())}
+    finally:
+        stop(proc, signal.SIGKILL)
+
+
+def test_state_file_names_live_ports(sim_process: Dict) -> None:
+    state = sim_process["state"]
+    assert state["host"] == HOST and state["pid"] == sim_process["proc"].pid
+    assert state["records"] == str(sim_process["records"])
+    info = get_device_info(HOST, state["rpc_port"], NODE_MAC)
+    assert info["name"] == "node1"
+    assert fake_tftp_get(HOST, state["logs_port"], NODE_MAC, "/start.ipxe").startswith(b"#!ipxe")
+
+
+def test_records_show_and_clean_exit(sim_process: Dict) -> None:
+    state, records = sim_process["state"], sim_process["records"]
+    stamp = time.time() - 60
+    with LogStream(HOST, state["logs_port"], "exp") as stream:
+        stream.send([(stamp, "hello from the node"), (stamp + 0.5, "second")])
+    report_lldp_neighbor(HOST, state["rpc_port"], "aa:bb:cc:dd:ee:ff", "7")
+    deadline = time.monotonic() + 10
+    while records.read_text().count("\n") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kinds = [json.loads(line) for line in records.read_text().splitlines()]
+    logs = [k for k in kinds if k["kind"] == "log"]
+    assert [(k["issuer"], k["stream"], k["line"]) for k in logs] == [
+        ("node1", "exp", "hello from the node"), ("node1", "exp", "second")]
+    assert logs[0]["ts"] == pytest.approx(stamp, abs=1e-6) and logs[0]["received"] > stamp
+    (api,) = [k for k in kinds if k["kind"] == "api"]
+    assert api == {"kind": "api", "issuer": "node1", "api": "NSAPI",
+                   "method": "report_lldp_neighbor", "args": ["aa:bb:cc:dd:ee:ff", "7"], "kwargs": {}}
+
+    shown = walt_node("sim", "show", "--records", str(records))
+    assert shown.returncode == 0, shown.stderr
+    expected_clock = datetime.fromtimestamp(stamp).strftime("%H:%M:%S.%f")
+    assert shown.stdout.splitlines() == [f"{expected_clock} node1.exp -> hello from the node",
+                                         f"{datetime.fromtimestamp(stamp + 0.5):%H:%M:%S.%f} "
+                                         "node1.exp -> second"]
+
+    code, out, err = stop(sim_process["proc"])
+    assert code == 0, err
+    assert "listening on 127.0.0.1" in out and str(state["logs_port"]) in out
+    assert f"{expected_clock} node1.exp -> hello from the node" in out  # --show-logs
+    assert not sim_process["state_file"].exists()
+
+
+def test_bind_and_conf_through_control_endpoint(sim_process: Dict) -> None:
+    state, state_file = sim_process["state"], str(sim_process["state_file"])
+    done = walt_node("sim", "bind", "--state-file", state_file, NODE_MAC, OTHER_IMAGE)
+    assert done.returncode == 0, done.stderr
+    assert fake_tftp_get(HOST, state["logs_port"], NODE_MAC, "/kernel") == \
+        f"sample kernel of {OTHER_IMAGE}\n".encode()
+    done = walt_node("sim", "conf", "--state-file", state_file, NODE_MAC, "kexec.allow", "false")
+    assert done.returncode == 0, done.stderr
+    done = walt_node("sim", "conf", "--state-file", state_file, NODE_MAC, "note", "free text")
+    assert done.returncode == 0, done.stderr
+    conf = get_device_info(HOST, state["rpc_port"], NODE_MAC)["conf"]
+    assert conf["kexec.allow"] is False and conf["note"] == "free text"
+
+    bad = walt_node("sim", "bind", "--state-file", state_file, NODE_MAC, "no/such:image")
+    assert bad.returncode == 1 and "unknown image 'no/such:image'" in bad.stderr
+    bad = walt_node("sim", "bind", "--state-file", state_file, "02:00:00:00:00:09", OTHER_IMAGE)
+    assert bad.returncode == 1 and "unknown node mac" in bad.stderr
+
+
+def test_show_follow_prints_new_lines(sim_process: Dict) -> None:
+    state = sim_process["state"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "walt_node", "sim", "show", "--records",
+         str(sim_process["records"]), "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        with LogStream(HOST, state["logs_port"], "live", timestamps=False) as stream:
+            stream.send([(0, "arrives later")])
+        line = _readline_with_timeout(follower, 10)
+        match = REALTIME.match(line)
+        assert match and match.groups()[1:] == ("node1", "live", "arrives later")
+    finally:
+        code, _, err = stop(follower, signal.SIGINT)
+    assert code in (0, 130), err
+
+
+def _readline_with_timeout(proc: subprocess.Popen, timeout: float) -> str:
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise AssertionError("no line printed in time")
+    return proc.stdout.readline().rstrip("\n")
+
+
+def test_control_errors_are_clear(tmp_path: Path) -> None:
+    missing = walt_node("sim", "bind", "--state-file", str(tmp_path / "nope.json"), NODE_MAC, OTHER_IMAGE)
+    assert missing.returncode == 1 and "cannot read state file" in missing.stderr
+    (tmp_path / "bad.json").write_text("[]")
+    bad = walt_node("sim", "conf", "--state-file", str(tmp_path / "bad.json"), NODE_MAC, "k", "v")
+    assert bad.returncode == 1 and "not a walt-node sim state file" in bad.stderr
+    show = walt_node("sim", "show", "--records", str(tmp_path / "none.jsonl"))
+    assert show.returncode == 1 and "no records file" in show.stderr
+
+
+def _start(args: List[str], tmp_path: Path) -> Tuple[subprocess.Popen, Dict]:
+    state_file = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "walt_node", "sim", "--state-file",
+                             str(state_file), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_file(state_file, proc)
+    return proc, json.loads(state_file.read_text())
+
+
+def test_config_file_and_flags(tmp_path: Path) -> None:
+    write_boot_dir(tmp_path / "img-a" / "boot", "me/a:latest", model="rpi-3-b")
+    write_boot_dir(tmp_path / "img-b" / "boot", "me/b:v2", model="rpi-3-b")
+    config = {"nodes": [{"mac": "AA-BB-CC-00-00-01", "name": "rpi1", "ip": "127.0.0.1",
+                         "model": "rpi-3-b", "image": "me/a:latest", "conf": {"kexec.allow": False}}],
+              "images": [{"fullname": "me/a:latest", "id": "aaa", "boot_dir": "img-a/boot"}]}
+    (tmp_path / "platform.json").write_text(json.dumps(config))
+    proc, state = _start(["--config", str(tmp_path / "platform.json"),
+                          "--image", f"fullname=me/b:v2,id=bbb,boot_dir={tmp_path}/img-b/boot",
+                          "--node", "mac=aa:bb:cc:00:00:02,name=rpi2,ip=127.0.0.9,model=rpi-3-b,"
+                                    "image=me/b:v2"], tmp_path)
+    try:
+        info = get_device_info(HOST, state["rpc_port"], "aa:bb:cc:00:00:01")
+        assert info["name"] == "rpi1" and info["conf"] == {"kexec.allow": False}
+        assert fake_tftp_get(HOST, state["logs_port"], "aa:bb:cc:00:00:02", "/kernel") == \
+            b"sample kernel of me/b:v2\n"
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert "node rpi2 mac aa:bb:cc:00:00:02" in out
+
+
+def test_fixed_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    proc, state = _start([], tmp_path)
+    try:
+        busy = walt_node("sim", "--logs-port", str(state["logs_port"]))
+        assert busy.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{state['logs_port']}" in busy.stderr
+    finally:
+        assert stop(proc, signal.SIGINT)[0] == 0
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "not valid JSON"),
+    ('{"nodes": [], "imgs": []}', "unknown top-level key(s) imgs"),
+    ('{"nodes": [{"mac": "xx", "name": "n", "ip": "1.2.3.4", "model": "m", "image": "a/b:c"}]}',
+     "'xx' is not a MAC address"),
+    ('{"nodes": [{"mac": "02:00:00:00:00:01", "name": "n", "ip": "1.2.3.4", "model": "m", '
+     '"image": "a/b:c"}]}', "bound to image 'a/b:c', which is not in the images list"),
+    ('{"images": [{"fullname": "a/b:c", "id": "1"}]}', "boot_dir"),
+    ('{"images": [{"fullname": "noslash", "id": "1", "boot_dir": "."}]}', "user/name:tag"),
+    ('{"nodes": [{"mac": "02:00:00:00:00:01", "colour": "red"}]}', "unknown key(s) colour"),
+])
+def test_bad_config_is_refused_with_the_field_named(tmp_path: Path, config: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(config)
+    with pytest.raises(SimConfigError) as error:
+        SimConfig.load(path)
+    assert message in str(error.value)
+    done = walt_node("sim", "--config", str(path))
+    assert done.returncode == 1 and message in done.stderr
+
+
+def test_bad_flags_are_refused(tmp_path: Path) -> None:
+    done = walt_node("sim", "--node", "mac=02:00:00:00:00:01,oops")
+    assert done.returncode == 1 and "'oops' is not key=value" in done.stderr
+    done = walt_node("sim", "--http-port", "99999")
+    assert done.returncode == 2 and "'99999' is not a port number" in done.stderr
+
+
+def test_help_lists_actions() -> None:
+    done = walt_node("sim", "--help")
+    assert done.returncode == 0
+    for word in ("bind", "conf", "show", "--state-file", "--records", "--show-logs", "--host"):
+        assert word in done.stdout
