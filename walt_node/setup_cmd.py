@@ -85,8 +85,10 @@ def _say(text: str) -> None:
 
 def _image(args: argparse.Namespace):
     from walt_node.install.rootfs import ImageRoot
+    from walt_node.paths import Paths
 
-    root = Path(args.prefix or "/")
+    # Without --prefix: this system (its root is WALT_NODE_ROOT when set, as for every command).
+    root = Path(args.prefix) if args.prefix else Paths.from_env().root
     if not root.is_dir():
         raise InstallError(f"--prefix {args.prefix}: no such directory (give the root of the image tree)")
     return ImageRoot(root)
