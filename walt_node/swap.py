@@ -178,15 +178,23 @@ def swapped_nbd_devices(paths: Paths) -> List[str]:
 
 
 def free_nbd_device(paths: Paths) -> Optional[str]:
-    """First /dev/nbdN without a connection (the kernel creates sys/block/nbdN/pid when connected)."""
+    """First /dev/nbdN without a connection (the kernel creates sys/block/nbdN/pid when connected).
+
+    Devices are named as the kernel names them (``/dev/nbd0``, as in
+    /proc/swaps); :func:`device_path` maps them below the root to run commands.
+    """
     def number(p: Path) -> int:
         digits = p.name[3:]
         return int(digits) if digits.isdigit() else 1 << 30
 
     for block in sorted(paths.sys_block.glob("nbd*"), key=number):
         if not (block / "pid").exists():
-            return str(paths.dev / block.name)
+            return f"/dev/{block.name}"
     return None
+
+
+def device_path(paths: Paths, device: str) -> str:
+    return str(paths.under(device))
 
 
 def overlay_is_mounted(paths: Paths) -> bool:
@@ -235,27 +243,28 @@ def undo(argv: List[str]) -> None:
         pass
 
 
-def attach(paths: Paths, server: str, port: int, budget: Budget, out=sys.stdout) -> int:
+def attach(paths: Paths, server: str, port: int, budget: Budget, out=None) -> int:
     already = swapped_nbd_devices(paths)
     if already:
-        print(f"NBD swap already attached on {', '.join(already)}; nothing to do", file=out)
+        print(f"NBD swap already attached on {', '.join(already)}; nothing to do", file=out or sys.stdout)
         return EXIT_OK
     missing = [c for c in local_checks(paths) if not c.ok]
     if missing:
         for check in missing:
-            print(check.line(), file=out)
-        print("NBD swap not attached: a prerequisite is missing (the boot carries on)", file=out)
+            print(check.line(), file=out or sys.stdout)
+        print("NBD swap not attached: a prerequisite is missing (the boot carries on)",
+              file=out or sys.stdout)
         return EXIT_MISSING
     try:
         export = check_export(server, port, budget.left(EXPORT_CHECK_TIMEOUT))
         if not export.ok:
-            print(f"NBD swap not attached: {export.detail}", file=out)
+            print(f"NBD swap not attached: {export.detail}", file=out or sys.stdout)
             return EXIT_SERVER
         device = _attach_device(paths, server, port, budget)
     except StepFailed as error:
-        print(f"NBD swap not attached: {error}", file=out)
+        print(f"NBD swap not attached: {error}", file=out or sys.stdout)
         return EXIT_STEP_FAILED
-    print(f"NBD swap attached on {device} ({export.detail})", file=out)
+    print(f"NBD swap attached on {device} ({export.detail})", file=out or sys.stdout)
     _grow_overlay(paths, budget, out)
     return EXIT_OK
 
@@ -266,13 +275,14 @@ def _attach_device(paths: Paths, server: str, port: int, budget: Budget) -> str:
     device = free_nbd_device(paths)
     if device is None:
         raise StepFailed(f"no free NBD device (every {paths.sys_block}/nbd* is connected)")
-    step(["nbd-client", "-N", EXPORT_NAME, server, str(port), device, "-swap"], budget,
+    node = device_path(paths, device)
+    step(["nbd-client", "-N", EXPORT_NAME, server, str(port), node, "-swap"], budget,
          f"connecting {device} to {server}")
     try:
-        step(["mkswap", device], budget, f"mkswap {device}")
-        step(["swapon", device], budget, f"swapon {device}")
+        step(["mkswap", node], budget, f"mkswap {device}")
+        step(["swapon", node], budget, f"swapon {device}")
     except StepFailed:
-        undo(["nbd-client", "-d", device])
+        undo(["nbd-client", "-d", node])
         raise
     save_state(paths, device, server, port)
     return device
@@ -286,31 +296,32 @@ def _grow_overlay(paths: Paths, budget: Budget, out) -> None:
         step(["mount", "-o", f"remount,size={OVERLAY_SIZE}", target], budget,
              f"growing the RAM overlay {target}")
     except StepFailed as error:
-        print(f"warning: swap is attached but {error}", file=out)
+        print(f"warning: swap is attached but {error}", file=out or sys.stdout)
         return
-    print(f"RAM overlay {target} may now grow to {OVERLAY_SIZE}", file=out)
+    print(f"RAM overlay {target} may now grow to {OVERLAY_SIZE}", file=out or sys.stdout)
 
 
-def detach(paths: Paths, budget: Budget, out=sys.stdout) -> int:
+def detach(paths: Paths, budget: Budget, out=None) -> int:
     swapped = swapped_nbd_devices(paths)
     remembered = load_state_device(paths)
     devices = swapped + [d for d in [remembered] if d and d not in swapped]
     if not devices:
-        print("no NBD swap attached; nothing to do", file=out)
+        print("no NBD swap attached; nothing to do", file=out or sys.stdout)
         return EXIT_OK
     try:
         for device in devices:
+            node = device_path(paths, device)
             if device in swapped:
-                step(["swapoff", device], budget, f"swapoff {device}")
-            step(["nbd-client", "-d", device], budget, f"disconnecting {device}")
+                step(["swapoff", node], budget, f"swapoff {device}")
+            step(["nbd-client", "-d", node], budget, f"disconnecting {device}")
     except StepFailed as error:
-        print(f"NBD swap not fully detached: {error}", file=out)
+        print(f"NBD swap not fully detached: {error}", file=out or sys.stdout)
         return EXIT_STEP_FAILED
     try:
         state_file(paths).unlink()
     except FileNotFoundError:
         pass
-    print(f"NBD swap detached from {', '.join(devices)}", file=out)
+    print(f"NBD swap detached from {', '.join(devices)}", file=out or sys.stdout)
     return EXIT_OK
 
 
@@ -325,25 +336,25 @@ def missing_packages() -> List[str]:
     return packages
 
 
-def install_prerequisites(dry_run: bool, out=sys.stdout) -> int:
+def install_prerequisites(dry_run: bool, out=None) -> int:
     packages = missing_packages()
     if not packages:
-        print("nbd-client, mkswap and swapon are installed; nothing to do", file=out)
+        print("nbd-client, mkswap and swapon are installed; nothing to do", file=out or sys.stdout)
         return EXIT_OK
     argv = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
     if dry_run:
-        print("would run: " + " ".join(argv), file=out)
+        print("would run: " + " ".join(argv), file=out or sys.stdout)
         return EXIT_OK
     try:
         runner.run(argv, timeout=900)
     except runner.CommandMissing:
         print(f"apt-get is not available: install {' '.join(packages)} with this image's "
-              "package manager", file=out)
+              "package manager", file=out or sys.stdout)
         return EXIT_MISSING
     except runner.CommandFailed as error:
-        print(f"installing {' '.join(packages)} failed: {error}", file=out)
+        print(f"installing {' '.join(packages)} failed: {error}", file=out or sys.stdout)
         return EXIT_STEP_FAILED
-    print(f"installed {' '.join(packages)}", file=out)
+    print(f"installed {' '.join(packages)}", file=out or sys.stdout)
     return EXIT_OK
 
 
@@ -400,15 +411,15 @@ def run(args) -> int:
 
 
 def status(paths: Paths, server: Optional[str], problem: str, port: int, timeout: float,
-           out=sys.stdout) -> int:
+           out=None) -> int:
     checks = local_checks(paths)
     if server is None:
         checks.append(Check(f"server export {EXPORT_NAME}", False, problem))
     else:
         checks.append(check_export(server, port, min(timeout, EXPORT_CHECK_TIMEOUT)))
     for check in checks:
-        print(check.line(), file=out)
+        print(check.line(), file=out or sys.stdout)
     attached = swapped_nbd_devices(paths)
     print("NBD swap: " + (f"attached on {', '.join(attached)}" if attached else "not attached"),
-          file=out)
+          file=out or sys.stdout)
     return EXIT_OK if all(c.ok for c in checks) else EXIT_MISSING
