@@ -1,0 +1,350 @@
+"""``walt-node ipxe-kexec-reboot`` (``walt-ipxe-kexec-reboot``): kexec into the bound image."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, TextIO, Tuple
+
+from walt_node.paths import Paths
+from walt_node.reboot.source import Deadline, DeadlineExceeded
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE = 30.0
+DEFAULT_GRACE = 15.0
+LOG_STREAM = "walt-reboot"
+LOG_TIMEOUT = 2.0
+
+DESCRIPTION = f"""\
+Reboot this node straight into the kernel of the image it is bound to NOW,
+with kexec, skipping firmware and bootloader (walt-protocols.md §7, §8).
+
+Steps:
+  1. read the node facts (MAC, model, server, booted image id, boot mode);
+  2. check kexec is possible here: a 'kexec' program on PATH and a kernel with
+     kexec support (/sys/kernel/kexec_loaded exists);
+  3. ask the server which image the node is bound to now and whether kexec is
+     allowed for it (conf "kexec.allow"): web API first, then the VSAPI API
+     session; say whether the reboot keeps or changes the image, on stdout and
+     in the WalT log stream '{LOG_STREAM}';
+  4. interpret /start.ipxe, as the server serves it for the current binding
+     (fake TFTP for paths, HTTP for http:// URLs), into kernel, initrd(s) and
+     command line;
+  5. download kernel and initrd(s) to a temporary directory and check they
+     are non-empty and look like a kernel (bzImage, ARM64 Image, zImage, gzip,
+     ELF) and an initrd (cpio, gzip, xz, zstd, lz4);
+  6. 'kexec -l KERNEL --initrd INITRD --command-line CMDLINE', flush the
+     filesystems, then jump: 'kexec -e' in network boot mode, 'systemctl kexec'
+     (clean shutdown) in hybrid boot modes.
+
+Whenever it cannot be sure (server unreachable, node or binding unknown,
+kexec.allow false, no kexec program or kernel support, script, download or
+sanity-check error, deadline passed) it never jumps: it prints why, then
+falls back to a normal 'reboot' (or, with --on-failure exit, exits with
+status 2 so the caller hard-reboots the node).  Steps 1-6 must finish within
+--deadline seconds (default {DEFAULT_DEADLINE:g}); each network step is also
+bounded on its own.  The WalT server allows 60 s for a reboot.
+
+Exit status: on success it does not return (the node reboots).  1: the
+fallback reboot was requested but the node is still running after --grace
+seconds, or it failed; 2: kexec was not possible and --on-failure exit was
+given.  With --dry-run: 0 if a kexec reboot would happen, 1 if not.
+
+Example:
+  walt-ipxe-kexec-reboot --dry-run
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the binding check and the boot plan; load nothing, reboot nothing")
+    parser.add_argument("--on-failure", choices=("reboot", "exit"), default="reboot",
+                        help="when kexec is not possible: run 'reboot' (default) or exit with "
+                             "status 2 so the boot scripts' hard reboot follows")
+    parser.add_argument("--deadline", type=_positive, default=DEFAULT_DEADLINE, metavar="SECONDS",
+                        help=f"time allowed for steps 1-6 (default {DEFAULT_DEADLINE:g})")
+    parser.add_argument("--grace", type=_non_negative, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help="after a successful 'reboot' or 'systemctl kexec' request, how long "
+                             f"to wait for the OS to stop us before giving up (default "
+                             f"{DEFAULT_GRACE:g})")
+    parser.add_argument("--start", default="/start.ipxe", metavar="PATH",
+                        help="first script, a boot-root path or URL (default /start.ipxe)")
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is negative")
+    return value
+
+
+class NoKexec(RuntimeError):
+    """Why this reboot will not be a kexec one."""
+
+
+# --- output: stdout and a WalT log stream --------------------------------
+
+class Reporter:
+    """Says things on stdout and keeps them for the WalT log stream."""
+
+    def __init__(self, out: TextIO = sys.stdout):
+        self.out = out
+        self.lines: List[Tuple[float, str]] = []
+        self.server = None  # ServerAddress once known
+
+    def say(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            self.out.write(line + "\n")
+            self.lines.append((time.time(), line))
+        self.out.flush()
+
+    def send_logs(self, stream: str = LOG_STREAM) -> None:
+        """Send what was said to the server, once, within LOG_TIMEOUT; never raises."""
+        if self.server is None or not self.lines:
+            return
+        from walt_node.protocols import LogStream, ServerError
+
+        lines, self.lines = self.lines, []
+        try:
+            with LogStream(self.server.ip, self.server.logs_port, stream,
+                           timeout=LOG_TIMEOUT) as logs:
+                logs.send(lines)
+        except (ServerError, OSError) as error:
+            self.out.write(f"(could not send these lines to the WalT log stream: {error})\n")
+
+
+# --- the attempt ----------------------------------------------------------
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    on_failure: str = "reboot"
+    deadline: float = DEFAULT_DEADLINE
+    grace: float = DEFAULT_GRACE
+    start: str = "/start.ipxe"
+
+
+@contextmanager
+def watchdog(deadline: Deadline) -> Iterator[None]:
+    """Interrupt whatever is running when the deadline passes (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise DeadlineExceeded(f"the {deadline.seconds:g} s deadline has passed")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline.remaining(), 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def ipxe_variables(facts, binding) -> Dict[str, str]:
+    """What iPXE's DHCP and SMBIOS would have set (§8), from the server and this node."""
+    cmdline_ip = facts.cmdline_values().get("ip", "").split(":")
+    cmdline_ip += [""] * (5 - len(cmdline_ip))
+    variables = {
+        "mac": facts.mac,
+        "ip": binding.node_ip or cmdline_ip[0],
+        "netmask": binding.netmask or cmdline_ip[3],
+        "gateway": binding.gateway or cmdline_ip[2],
+        "hostname": binding.node_name or cmdline_ip[4] or optional(lambda: facts.hostname),
+        "next-server": facts.server_ip,
+        "manufacturer": _dmi(facts.paths, "sys_vendor"),
+        "product": _dmi(facts.paths, "product_name"),
+    }
+    return {name: value for name, value in variables.items() if value}
+
+
+def optional(getter) -> str:
+    try:
+        return getter()
+    except Exception:  # a missing optional fact leaves the variable unset, as in iPXE
+        return ""
+
+
+def _dmi(paths: Paths, name: str) -> str:
+    try:
+        return (paths.dmi_dir / name).read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Prepared:
+    boot_mode: str
+    staged: object  # kexec.StagedBoot
+    blockers: List[str]
+
+
+def prepare(paths: Paths, reporter: Reporter, deadline: Deadline, workdir: Path,
+            options: Options) -> Prepared:
+    """Steps 1-5; NoKexec says why a kexec reboot is not possible."""
+    from walt_node.facts import FactInvalid, FactMissing, NodeFacts
+    from walt_node.reboot import kexec
+    from walt_node.reboot.binding import BindingUnknown, check_binding
+    from walt_node.reboot.ipxe import IpxeError, interpret
+    from walt_node.reboot.source import ServerSource
+
+    facts = NodeFacts(paths)
+    try:
+        server, mac, boot_mode = facts.server(), facts.mac, facts.boot_mode
+    except (FactMissing, FactInvalid) as error:
+        raise NoKexec(str(error)) from None
+    reporter.server = server
+    booted = optional(lambda: facts.image_id) or None
+    reporter.say(f"node {mac}, booted image {booted or '(unknown)'}, boot mode {boot_mode}, "
+                 f"server {server.ip}")
+
+    blockers = []
+    try:
+        kexec.check_support(paths)
+    except kexec.KexecUnavailable as error:
+        if not options.dry_run:
+            raise NoKexec(str(error)) from None
+        blockers.append(str(error))  # a dry run goes on, to show the rest
+
+    try:
+        binding = check_binding(server, mac, booted, deadline)
+    except BindingUnknown as error:
+        raise NoKexec(f"binding unknown: {error}") from None
+    reporter.say("binding check: " + binding.summary())
+    for note in binding.notes:
+        reporter.say(f"  note: {note}")
+    if not binding.kexec_allowed:
+        raise NoKexec(f"kexec is not allowed for node {binding.node_name or mac} "
+                      "(node setting kexec.allow is false)")
+
+    source = ServerSource(server, mac, binding.node_ip or None, deadline)
+    try:
+        plan = interpret(source, ipxe_variables(facts, binding), options.start)
+    except IpxeError as error:
+        raise NoKexec(f"iPXE script error: {error}") from None
+    reporter.say("boot plan:\n" + _indent(plan.describe()))
+    try:
+        staged = kexec.stage(plan, workdir)
+    except kexec.BadImage as error:
+        raise NoKexec(str(error)) from None
+    except OSError as error:
+        raise NoKexec(f"cannot write boot files to {workdir}: {error}") from None
+    if blockers:
+        raise NoKexec("; ".join(blockers))
+    return Prepared(boot_mode, staged, blockers)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def kexec_reboot(paths: Paths, options: Options, reporter: Optional[Reporter] = None) -> int:
+    """The whole command; returns only when the reboot did not happen (or on --dry-run)."""
+    from walt_node.reboot import kexec
+
+    reporter = reporter or Reporter()
+    deadline = Deadline(options.deadline)
+    with tempfile.TemporaryDirectory(prefix="walt-kexec-") as tmp:
+        try:
+            with watchdog(deadline):
+                prepared = prepare(paths, reporter, deadline, Path(tmp), options)
+                if options.dry_run:
+                    return _dry_run_done(reporter, prepared)
+                kexec.load(prepared.staged, timeout=deadline.timeout(kexec.KEXEC_TIMEOUT))
+        except NoKexec as error:
+            return _fall_back(paths, reporter, str(error), options)
+        except DeadlineExceeded as error:
+            return _fall_back(paths, reporter, str(error), options)
+        except Exception as error:  # any doubt means no kexec: say why, reboot normally
+            log.debug("kexec preparation failed", exc_info=True)
+            return _fall_back(paths, reporter, f"{type(error).__name__}: {error}", options)
+        return _jump(paths, reporter, prepared, options)
+
+
+def _dry_run_done(reporter: Reporter, prepared: Prepared) -> int:
+    staged = prepared.staged
+    reporter.say(_indent(staged.describe()))
+    reporter.say(f"would run: kexec -l {staged.kernel}"
+                 + (f" --initrd {staged.initrd}" if staged.initrd else "")
+                 + f" --command-line '{staged.cmdline}'")
+    jump = "kexec -e" if prepared.boot_mode == "network" else "systemctl kexec"
+    reporter.say(f"then: {jump} (boot mode {prepared.boot_mode}); dry run: nothing loaded")
+    return 0
+
+
+def _jump(paths: Paths, reporter: Reporter, prepared: Prepared, options: Options) -> int:
+    from walt_node.reboot import kexec
+    from walt_node.runner import CommandFailed, CommandMissing
+
+    how = "kexec -e" if prepared.boot_mode == "network" else "systemctl kexec"
+    reporter.say(f"kernel loaded; rebooting with {how}")
+    reporter.send_logs()
+    if not kexec.sync_filesystems(paths, timeout=5.0):
+        reporter.say("warning: filesystem sync still running after 5 s; going on")
+    try:
+        kexec.jump(prepared.boot_mode)
+    except (CommandFailed, CommandMissing) as error:
+        kexec.unload()
+        return _fall_back(paths, reporter, f"{how} failed: {error}", options)
+    if prepared.boot_mode == "network":
+        kexec.unload()
+        return _fall_back(paths, reporter, "kexec -e returned instead of starting the kernel",
+                          options)
+    return _wait_to_be_stopped(reporter, how, options.grace)
+
+
+def _fall_back(paths: Paths, reporter: Reporter, reason: str, options: Options) -> int:
+    from walt_node.reboot import kexec
+    from walt_node.runner import CommandFailed, CommandMissing
+
+    if options.dry_run:
+        reporter.say(f"no kexec reboot: {reason}")
+        reporter.say(f"would fall back to: {options.on_failure}")
+        return 1
+    if options.on_failure == "exit":
+        reporter.say(f"no kexec reboot: {reason}; exiting (status 2) as asked")
+        reporter.send_logs()
+        return 2
+    reporter.say(f"no kexec reboot: {reason}; falling back to a normal reboot")
+    reporter.send_logs()
+    kexec.sync_filesystems(paths, timeout=5.0)
+    try:
+        kexec.os_reboot()
+    except (CommandFailed, CommandMissing) as error:
+        reporter.say(f"reboot failed: {error}")
+        return 1
+    return _wait_to_be_stopped(reporter, "reboot", options.grace)
+
+
+def _wait_to_be_stopped(reporter: Reporter, what: str, grace: float) -> int:
+    """The OS stops us during a requested shutdown; still running after ``grace``: failure."""
+    time.sleep(grace)
+    reporter.say(f"'{what}' was requested but the node is still running after {grace:g} s")
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    options = Options(dry_run=args.dry_run, on_failure=args.on_failure, deadline=args.deadline,
+                      grace=args.grace, start=args.start)
+    return kexec_reboot(Paths.from_env(), options)
