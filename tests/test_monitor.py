@@ -1,0 +1,317 @@
+"""walt-log-monitor: real pseudo-terminals (pexpect), real log delivery to the simulator,
+and the privilege boundary (an unprivileged user, a real logs daemon FIFO)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pexpect
+import pytest
+
+from walt_node.logs.monitor import LineSplitter, exit_status, stream_name
+from walt_node.sim import Simulator
+from walt_node.sim.sample import make_node_root
+
+BIN = Path(sys.executable).parent
+MONITOR = str(BIN / "walt-log-monitor")
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+TIMEOUT = 20
+
+
+def monitor_lines(sim: Simulator, stream: str, timeout: float = 10) -> List[str]:
+    """The lines of ``stream`` once its END arrived."""
+    def done(records) -> bool:
+        return any(r.stream == stream and r.line == "END" for r in records)
+    records = sim.wait_for_logs(done, timeout=timeout)
+    return [r.line for r in records if r.stream == stream]
+
+
+def run_monitor(argv: List[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([MONITOR, *argv], capture_output=True, timeout=TIMEOUT, **kwargs)
+
+
+# ------------------------------------------------------------------ pure parts
+
+def test_line_splitter_strips_terminal_cr_and_keeps_everything_else() -> None:
+    lines: List[str] = []
+    splitter = LineSplitter(lines.append, max_line=8)
+    splitter.feed(b"a  b\\n\tc\r\nhal")
+    splitter.feed(b"f\r\n\xff\r\n0123456789")
+    splitter.finish()
+    assert lines == ["a  b\\n\tc", "half", "\ufffd", "01234567", "89"]
+
+
+def test_stream_name_and_exit_status() -> None:
+    assert stream_name("/usr/bin/python3", 42) == "python3.42.monitor"
+    assert exit_status(3) == 3
+    assert exit_status(-signal.SIGKILL) == 137
+
+
+# ------------------------------------------------------------------ pipes (no terminal)
+
+def test_output_shown_unchanged_and_logged_between_start_and_end(sim: Simulator,
+                                                                  sim_node_root: Path) -> None:
+    script = r'echo one; printf "a  b\\\\n\tc\n"; echo err >&2; printf "no newline"; exit 3'
+    process = subprocess.Popen([MONITOR, "sh", "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 3, err
+    assert out == b"one\na  b\\n\tc\nerr\nno newline"
+    lines = monitor_lines(sim, f"sh.{process.pid}.monitor")
+    assert lines == ["START", "one", "a  b\\n\tc", "err", "no newline", "END"]
+
+
+def test_piped_stdin_reaches_the_command(sim: Simulator, sim_node_root: Path) -> None:
+    done = run_monitor(["sh", "-c", "cat; echo end-of-input"], input=b"x\ny  z\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"x\ny  z\nend-of-input\n"
+    stream = next(r.stream for r in sim.wait_for_logs(
+        lambda recs: any(r.line == "END" for r in recs)))
+    assert monitor_lines(sim, stream) == ["START", "x", "y  z", "end-of-input", "END"]
+
+
+def test_killed_command_gives_128_plus_signal(sim: Simulator, sim_node_root: Path) -> None:
+    process = subprocess.Popen([MONITOR, "sh", "-c", "echo dying; kill -TERM $$"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert monitor_lines(sim, f"sh.{process.pid}.monitor") == ["START", "dying", "END"]
+
+
+def test_command_not_found_is_a_clear_error_and_runs_nothing(sim: Simulator,
+                                                             sim_node_root: Path) -> None:
+    done = run_monitor(["no-such-command-xyz", "arg"])
+    assert done.returncode == 127
+    assert b"command not found: 'no-such-command-xyz'" in done.stderr
+    time.sleep(0.3)
+    assert [r for r in sim.log_records() if r.stream.endswith(".monitor")] == []
+
+
+def test_background_child_keeping_the_pty_does_not_hold_the_monitor(sim: Simulator,
+                                                                     sim_node_root: Path) -> None:
+    started = time.monotonic()
+    done = run_monitor(["sh", "-c", "sleep 8 & echo parent-done"])
+    assert done.returncode == 0
+    assert b"parent-done" in done.stdout
+    assert time.monotonic() - started < 5
+
+
+def test_sigterm_to_the_monitor_reaches_the_command(sim: Simulator, sim_node_root: Path) -> None:
+    process = subprocess.Popen([MONITOR, "sh", "-c", "trap 'echo got-term; exit 9' TERM; "
+                                "echo ready; while :; do sleep 0.1; done"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 9
+    assert b"got-term" in out
+    assert monitor_lines(sim, f"sh.{process.pid}.monitor")[-2:] == ["got-term", "END"]
+
+
+# ------------------------------------------------------------------ a real terminal
+
+INTERACTIVE = textwrap.dedent("""\
+    import signal, subprocess, sys
+    signal.signal(signal.SIGWINCH, lambda *_: print("winch", flush=True))
+    name = input("name? ")
+    print("hello " + name, flush=True)
+    subprocess.run(["stty", "size"])
+    input("resize then enter ")
+    subprocess.run(["stty", "size"])
+    try:
+        input("ctrl-c me ")
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(7)
+    """)
+
+# the user's shell: runs the monitor, then shows its status and the terminal's mode
+USER_SHELL = '"$@"; echo "status=$?"; stty -a'
+
+
+def spawn_in_terminal(argv: List[str], rows: int, cols: int) -> pexpect.spawn:
+    return pexpect.spawn("sh", ["-c", USER_SHELL, "sh", MONITOR, *argv],
+                         dimensions=(rows, cols), timeout=TIMEOUT, env=dict(os.environ))
+
+
+def assert_terminal_restored(child: pexpect.spawn) -> None:
+    child.expect(pexpect.EOF)
+    modes = child.before.decode()
+    assert re.search(r"(^|\s)icanon(\s|$)", modes), modes
+    assert re.search(r"(^|\s)echo(\s|$)", modes), modes
+    assert re.search(r"(^|\s)isig(\s|$)", modes), modes
+
+
+def test_interactive_program_input_resize_and_ctrl_c(sim: Simulator, sim_node_root: Path,
+                                                    tmp_path: Path) -> None:
+    program = tmp_path / "interactive.py"
+    program.write_text(INTERACTIVE)
+    child = spawn_in_terminal([sys.executable, str(program)], rows=30, cols=100)
+    child.expect_exact("name? ")
+    child.sendline("world")
+    child.expect_exact("hello world")
+    child.expect_exact("30 100")  # the command's terminal has the user's size
+    child.expect_exact("resize then enter ")
+    child.setwinsize(40, 120)
+    child.expect_exact("winch")  # the resize reached the command as SIGWINCH
+    child.sendline("")
+    child.expect_exact("40 120")
+    child.expect_exact("ctrl-c me ")
+    child.sendintr()
+    child.expect_exact("interrupted")
+    child.expect_exact("status=7")
+    assert_terminal_restored(child)
+    stream = next(r.stream for r in sim.wait_for_logs(
+        lambda recs: any(r.line == "END" for r in recs)))
+    assert re.fullmatch(re.escape(Path(sys.executable).name) + r"\.\d+\.monitor", stream)
+    lines = monitor_lines(sim, stream)
+    assert lines[0] == "START" and lines[-1] == "END"
+    # "winch" comes after the prompt, on its line; the terminal echoed Ctrl-C as ^C
+    for expected in ("name? world", "hello world", "30 100", "resize then enter winch", "40 120",
+                     "ctrl-c me ^Cinterrupted"):
+        assert expected in lines, "\n".join(lines)
+
+
+def test_ctrl_c_kills_a_program_that_does_not_catch_it(sim: Simulator, sim_node_root: Path) -> None:
+    child = spawn_in_terminal(["sh", "-c", "echo sleeping; exec sleep 30"], rows=24, cols=80)
+    child.expect_exact("sleeping")
+    time.sleep(0.2)
+    child.sendintr()
+    child.expect_exact(f"status={128 + signal.SIGINT}")
+    assert_terminal_restored(child)
+
+
+# ------------------------------------------------------------------ privileges
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory an unprivileged user can use (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="walt-monitor-test-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def nobody_env(root: Path) -> Dict[str, str]:
+    env = dict(os.environ, WALT_NODE_ROOT=str(root), HOME=str(root))
+    return env
+
+
+def test_monitor_runs_the_command_as_the_calling_user(sim: Simulator, public_dir: Path) -> None:
+    root = make_node_root(public_dir / "root", server_ip=sim.host, logs_port=sim.logs_port,
+                          rpc_port=sim.rpc_port, http_port=sim.http_port)
+    _make_readable(root)
+    fifo_requests = _FifoRecorder(root / "var/lib/walt/logs.fifo")
+    try:
+        done = subprocess.run([*NOBODY, MONITOR, "sh", "-c", "id -u; id -g"], capture_output=True,
+                              timeout=TIMEOUT, env=nobody_env(root))
+    finally:
+        fifo_requests.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [b"65534", b"65534"]
+    assert not [line for line in fifo_requests.lines if line.startswith(b"MONITOR")]
+
+
+def _make_readable(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o777)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+
+
+class _FifoRecorder:
+    """Reads whatever is written to a FIFO, in a thread (so no writer ever blocks)."""
+
+    def __init__(self, path: Path):
+        os.mkfifo(path, 0o666)
+        os.chmod(path, 0o666)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never sees EOF between writers
+        self.lines: List[bytes] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        pending = b""
+        while self.running:
+            try:
+                pending += os.read(self.fd, 65536)
+            except BlockingIOError:
+                time.sleep(0.02)
+                continue
+            *complete, pending = pending.split(b"\n")
+            self.lines.extend(complete)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=5)
+        os.close(self.fd)
+
+
+DAEMON_MISSING = importlib.util.find_spec("walt_node.logs.daemon_cmd") is None
+
+
+@pytest.mark.skipif(DAEMON_MISSING, reason="the logs daemon (walt_node.logs.daemon_cmd) has not landed")
+def test_forged_monitor_request_in_the_daemon_fifo_runs_nothing(sim: Simulator,
+                                                                public_dir: Path) -> None:
+    root = make_node_root(public_dir / "root", server_ip=sim.host, logs_port=sim.logs_port,
+                          rpc_port=sim.rpc_port, http_port=sim.http_port)
+    fifo = public_dir / "logs.fifo"
+    marker = public_dir / "marker"
+    marker.touch()
+    marker.chmod(0o666)
+    daemon = subprocess.Popen([str(BIN / "walt-node"), "logs-daemon", "--fifo", str(fifo)],
+                              env=dict(os.environ, WALT_NODE_ROOT=str(root)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    attacker = None
+    try:
+        _wait_for(lambda: fifo.exists() and stat.S_ISFIFO(fifo.stat().st_mode), "the daemon's FIFO")
+        fifo.chmod(0o666)  # world-writable, as it is in practice
+        # the attacker (nobody) asks the daemon to run its own command line as root (uid 0);
+        # the paths are literal so a re-run by the daemon would find them too
+        attack = (f'echo "ran-as-$(id -u)" >> {marker}; '
+                  f'mkfifo /tmp/walt-monitor-stdin-$$.fifo /tmp/walt-monitor-stdout-$$.fifo; '
+                  f'printf "MONITOR %s 0 0 24 80\\nLOG attack-probe after-monitor\\n" $$ > {fifo}; '
+                  'sleep 4')
+        attacker = subprocess.Popen([*NOBODY, "sh", "-c", attack])
+        # a line written after the request arrived: the daemon has read and handled the request
+        sim.wait_for_logs(lambda recs: any(r.line == "after-monitor" for r in recs), timeout=10)
+        time.sleep(1.0)  # time for a (wrongly) started command to write its marker
+        assert marker.read_text().split() == ["ran-as-65534"]
+        assert daemon.poll() is None, "the daemon died on the MONITOR request"
+    finally:
+        if attacker is not None:
+            attacker.kill()
+            attacker.wait()
+            for kind in ("stdin", "stdout"):
+                Path(f"/tmp/walt-monitor-{kind}-{attacker.pid}.fifo").unlink(missing_ok=True)
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
+def _wait_for(condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not appear within {timeout}s")
+        time.sleep(0.05)
