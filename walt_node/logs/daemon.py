@@ -1,0 +1,278 @@
+"""The logs daemon: FIFO requests (§3) in, one log stream per connection (§2) out.
+
+One thread, one ``poll`` loop:
+
+- the FIFO is opened read-write, so it always has a writer and a reader:
+  a writer never meets "no reader" (SIGPIPE) and the daemon never sees EOF
+  between two writers; it is read a megabyte at a time, as soon as data is
+  there (no added delay), so lines are batched exactly when they come fast;
+- the :class:`~walt_node.logs.parse.FifoParser` turns each chunk into
+  protocol lines per stream, the :class:`~walt_node.logs.forwarder.Forwarder`
+  delivers them (spooling what the server cannot take);
+- systemd is told READY=1 once the FIFO exists and WATCHDOG=1 from the loop.
+
+On SIGTERM (or SIGINT) the FIFO is removed (new writers of ``walt-log-echo``
+then use their own connection), what writers already opened it wrote is read
+to the end, and the forwarder delivers or spools everything it holds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import select
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+from walt_node.logs.forwarder import Forwarder
+from walt_node.logs.parse import DEFAULT_MAX_LINE, FifoParser
+from walt_node.logs.spool import DEFAULT_MAX_BYTES, Spool
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1024 * 1024
+PIPE_SIZE = 1024 * 1024
+FIFO_MODE = 0o622  # like upstream: anyone may write a request, only root reads
+SUMMARY_PERIOD = 60.0
+ADOPT_PERIOD = 10.0
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class DaemonError(RuntimeError):
+    pass
+
+
+@dataclass
+class DaemonConfig:
+    fifo: Path
+    spool_dir: Path
+    spool_size: int = DEFAULT_MAX_BYTES
+    max_line: int = DEFAULT_MAX_LINE
+    idle_close: float = 300.0
+    resend_window: float = 0.5
+    retry_max: float = 5.0
+    stop_timeout: float = 5.0
+
+
+# ------------------------------------------------------------------ systemd
+
+def _notifier() -> Callable[[str], None]:
+    try:
+        from systemd import daemon as sd_daemon  # optional: the 'systemd' extra
+
+        return lambda message: sd_daemon.notify(message)
+    except ImportError:
+        return sd_notify
+
+
+def sd_notify(message: str) -> None:
+    """The sd_notify protocol without libsystemd: one datagram to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract socket namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as error:
+        log.debug("sd_notify(%s) failed: %s", message, error)
+
+
+def watchdog_period() -> Optional[float]:
+    """Half the watchdog interval systemd asked for, or None."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
+
+
+# ------------------------------------------------------------------ the FIFO
+
+def open_fifo(path: Path) -> Tuple[int, int, int]:
+    """Create (if needed) and open the FIFO; returns (read fd, read-write fd, inode)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            os.mkfifo(path, FIFO_MODE)
+            os.chmod(path, FIFO_MODE)  # mkfifo is subject to the umask
+            info = os.lstat(path)
+        if not stat.S_ISFIFO(info.st_mode):
+            raise DaemonError(f"{path} exists and is not a FIFO: remove it (walt-init normally "
+                              "does) or choose another path with --fifo")
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        keeper = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise DaemonError(f"cannot create or open the logs FIFO {path}: {error.strerror}") from None
+    try:
+        fcntl.fcntl(keeper, F_SETPIPE_SZ, PIPE_SIZE)  # room for bursts while we are busy
+    except OSError:
+        pass
+    return reader, keeper, info.st_ino
+
+
+class LogsDaemon:
+    def __init__(self, config: DaemonConfig, address: Callable[[], Tuple[str, int]]):
+        self.config = config
+        self.spool = Spool(config.spool_dir, "daemon", config.spool_size)
+        self.forwarder = Forwarder(address, self.spool, idle_close=config.idle_close,
+                                   resend_window=config.resend_window, retry_max=config.retry_max)
+        self.parser = FifoParser(config.max_line, report=self._report_malformed)
+        self._names: Dict[bytes, str] = {}
+        self._stop = False
+        self._reader = -1
+        self._keeper = -1
+        self._inode = 0
+        self._wake_r = -1
+        self._wake_w = -1
+        self._notify = _notifier()
+        self._reported_counts: Dict[str, int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    def run(self) -> int:
+        self.spool.open()
+        try:
+            self._start()
+            self._loop()
+            self._shutdown()
+        finally:
+            self.spool.close()
+            for fd in (self._reader, self._keeper, self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+        return 0
+
+    def request_stop(self, *_args: object) -> None:
+        self._stop = True
+
+    def _start(self) -> None:
+        adopted = self.spool.adopt()
+        self.forwarder.adopt_spool()
+        if self.spool.total:
+            log.info("replaying %d bytes of spooled log lines (%d segments adopted)",
+                     self.spool.total, adopted)
+        self._reader, self._keeper, self._inode = open_fifo(self.config.fifo)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self._notify("READY=1")
+        log.info("reading %s (mode %o), spool %s (max %d bytes)", self.config.fifo, FIFO_MODE,
+                 self.spool.dir, self.config.spool_size)
+
+    def _loop(self) -> None:
+        watchdog = watchdog_period()
+        next_watchdog = time.monotonic()
+        next_summary = time.monotonic() + SUMMARY_PERIOD
+        next_adopt = time.monotonic() + ADOPT_PERIOD
+        while not self._stop:
+            now = time.monotonic()
+            if watchdog is not None and now >= next_watchdog:
+                self._notify("WATCHDOG=1")
+                next_watchdog = now + watchdog
+            if now >= next_summary:
+                self._summarize()
+                next_summary = now + SUMMARY_PERIOD
+            if now >= next_adopt:
+                if self.spool.adopt():
+                    self.forwarder.adopt_spool()
+                next_adopt = now + ADOPT_PERIOD
+            deadlines = [next_summary, next_adopt]
+            if watchdog is not None:
+                deadlines.append(next_watchdog)
+            forwarder_deadline = self.forwarder.next_deadline()
+            if forwarder_deadline is not None:
+                deadlines.append(forwarder_deadline)
+            timeout_ms = max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+            if self._wait(timeout_ms):
+                self._read_fifo()
+            self.forwarder.pump()
+
+    def _wait(self, timeout_ms: int) -> bool:
+        """Sleep until input, a socket event or a timer; True if the FIFO has data."""
+        poller = select.poll()
+        poller.register(self._reader, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        for fd, mask in self.forwarder.poll_fds():
+            poller.register(fd, mask)
+        fifo_ready = False
+        for fd, _ in poller.poll(timeout_ms):
+            if fd == self._reader:
+                fifo_ready = True
+            elif fd == self._wake_r:
+                try:
+                    os.read(self._wake_r, 512)
+                except BlockingIOError:
+                    pass
+        return fifo_ready
+
+    def _read_fifo(self) -> bool:
+        """One read of up to a megabyte; False when nothing was there."""
+        try:
+            data = os.read(self._reader, READ_SIZE)
+        except BlockingIOError:
+            return False
+        if not data:
+            return False
+        self._dispatch(self.parser.feed(data))
+        return True
+
+    def _dispatch(self, batches: Dict[bytes, list]) -> None:
+        for raw, lines in batches.items():
+            name = self._names.get(raw)
+            if name is None:
+                name = self._names[raw] = raw.decode("utf-8")
+            lines.append(b"")
+            self.forwarder.add(name, b"\n".join(lines))
+
+    def _shutdown(self) -> None:
+        log.info("stopping: reading what writers already wrote, then delivering or spooling")
+        self._close_fifo()
+        self._dispatch(self.parser.finish())
+        self.forwarder.shutdown(self.config.stop_timeout)
+        self._summarize()
+        if self.spool.total:
+            log.info("%d bytes of log lines left in the spool %s, delivered at next start",
+                     self.spool.total, self.spool.dir)
+
+    def _close_fifo(self) -> None:
+        """Unlink the FIFO, then read until every writer that opened it has closed it."""
+        try:
+            if os.lstat(self.config.fifo).st_ino == self._inode:
+                os.unlink(self.config.fifo)
+        except OSError:
+            pass
+        os.close(self._keeper)
+        self._keeper = -1
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                data = os.read(self._reader, READ_SIZE)
+            except BlockingIOError:  # a writer still has it open
+                select.select([self._reader], [], [], 0.01)
+                continue
+            if not data:
+                return  # EOF: no writer left, nothing can be lost any more
+            self._dispatch(self.parser.feed(data))
+        log.warning("a writer kept the logs FIFO open for 2 s after the stop request")
+
+    # ------------------------------------------------------------ reporting
+    def _report_malformed(self, kind: str, sample: bytes) -> None:
+        log.warning("malformed FIFO input: %s, e.g. %r (further ones are only counted)",
+                    kind, sample[:80])
+
+    def _summarize(self) -> None:
+        counts = dict(self.parser.counts)
+        if counts != self._reported_counts:
+            log.warning("malformed FIFO input so far: %s",
+                        "; ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())))
+            self._reported_counts = counts

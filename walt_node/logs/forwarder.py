@@ -1,0 +1,461 @@
+"""Delivery of protocol-form log lines to the server, one connection per stream.
+
+The :class:`Forwarder` never blocks: sockets are non-blocking, and the owner
+calls :meth:`Forwarder.pump` whenever something happened (new lines, a socket
+event, a timer; :meth:`Forwarder.poll_fds` and :meth:`Forwarder.next_deadline`
+say when).  Per stream, lines flow oldest first through::
+
+    resend/out buffer  ->  on-disk spool  ->  in-memory tail (newest)
+
+What losing a connection can lose.  §2 has no acknowledgement, so the
+forwarder keeps every byte written to a connection until the kernel reports
+it acknowledged by the peer (``SIOCOUTQ``), and for ``resend_window`` seconds
+more (at most ``retain_bytes``).  When the connection breaks, all those bytes
+are sent again, from the start of the line, on the next connection: the
+server may record a few lines twice, but a line is lost only if the server's
+kernel acknowledged it, the server *process* then died without reading it,
+and the break was noticed more than ``resend_window`` seconds after that
+acknowledgement (or more than ``retain_bytes`` were acknowledged since).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import struct
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from walt_node.logs.spool import Spool
+from walt_node.protocols import log_stream_header, unsent_bytes
+
+log = logging.getLogger(__name__)
+
+Address = Callable[[], Tuple[str, int]]
+
+TCP_ESTABLISHED = 1
+FILL_LOW = 256 * 1024      # refill the out buffer from the spool below this
+FILL_CHUNK = 1024 * 1024   # bytes taken from the spool at once
+POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+def tcp_state(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    return struct.unpack("B", info[:1])[0]
+
+
+class _Sent:
+    __slots__ = ("end", "data", "acked_at")
+
+    def __init__(self, end: int, data: bytes):
+        self.end = end
+        self.data = data
+        self.acked_at: Optional[float] = None
+
+
+class Link:
+    """One stream: its connection, its buffers, its retry state."""
+
+    def __init__(self, stream: str, now: float):
+        self.stream = stream
+        self.header = log_stream_header(stream, timestamps=True)
+        self.sock: Optional[socket.socket] = None
+        self.connecting = False
+        self.connect_deadline = 0.0
+        self.header_left = b""
+        self.out = bytearray()    # oldest lines, being written on the connection
+        self.tail = bytearray()   # newest lines, behind whatever is spooled
+        self.written = 0          # bytes written on this connection (header included)
+        self.sent: Deque[_Sent] = deque()
+        self.retained = 0         # bytes held in ``sent``
+        self.fragment = b""       # start of the line the first ``sent`` entry continues
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_activity = now
+        self.dropped = 0          # lines dropped from memory (no spool available)
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None and not self.connecting
+
+    def unacked(self) -> bool:
+        return bool(self.sent) and self.sent[-1].acked_at is None
+
+    def has_memory_data(self) -> bool:
+        return bool(self.out or self.tail or self.header_left or self.unacked())
+
+
+class Forwarder:
+    def __init__(self, address: Address, spool: Optional[Spool] = None, *,
+                 idle_close: float = 300.0, memory_limit: int = 8 * 1024 * 1024,
+                 resend_window: float = 0.5, retain_bytes: int = 4 * 1024 * 1024,
+                 retry_min: float = 0.05, retry_max: float = 5.0, connect_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.address = address
+        self.spool = spool
+        self.idle_close = idle_close
+        self.memory_limit = memory_limit
+        self.resend_window = resend_window
+        self.retain_bytes = retain_bytes
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.connect_timeout = connect_timeout
+        self.clock = clock
+        self.links: Dict[str, Link] = {}
+        self.stopping = False
+        self.delivered_connections = 0
+        self._spool_broken = False
+        self._address_error: Optional[str] = None
+
+    # ------------------------------------------------------------------ input
+    def add(self, stream: str, data: bytes) -> None:
+        """Queue complete protocol-form lines (``<ts> <text>\\n``...) for ``stream``."""
+        link = self.links.get(stream)
+        if link is None:
+            link = self.links[stream] = Link(stream, self.clock())
+        link.tail += data
+
+    def adopt_spool(self) -> None:
+        """Make sure every stream with spooled lines has a link delivering them."""
+        if self.spool is None:
+            return
+        now = self.clock()
+        for stream in self.spool.streams():
+            if stream not in self.links:
+                self.links[stream] = Link(stream, now)
+
+    # ------------------------------------------------------------------ state
+    def busy(self) -> bool:
+        """True while some line is not yet acknowledged by the server's kernel."""
+        return any(link.has_memory_data() or self._spooled(link) for link in self.links.values())
+
+    def _spooled(self, link: Link) -> bool:
+        return self.spool is not None and self.spool.has(link.stream)
+
+    def poll_fds(self) -> List[Tuple[int, int]]:
+        fds = []
+        for link in self.links.values():
+            if link.sock is not None:
+                events = select.POLLIN
+                if link.connecting or link.header_left or link.out:
+                    events |= select.POLLOUT
+                fds.append((link.sock.fileno(), events))
+        return fds
+
+    def next_deadline(self) -> Optional[float]:
+        deadlines = []
+        for link in self.links.values():
+            if link.connecting:
+                deadlines.append(link.connect_deadline)
+            elif link.sock is None:
+                if link.tail or link.out or self._spooled(link):
+                    deadlines.append(link.retry_at)
+            elif link.sent:
+                deadlines.append(self.clock() + (0.02 if link.unacked() else self.resend_window))
+            elif link.tail or self._spooled(link):
+                deadlines.append(self.clock())
+            else:
+                deadlines.append(link.last_activity + self.idle_close)
+        return min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------------- work
+    def pump(self) -> None:
+        now = self.clock()
+        events = self._events()
+        for link in list(self.links.values()):
+            self._service(link, events.get(link.sock.fileno(), 0) if link.sock else 0, now)
+
+    def _events(self) -> Dict[int, int]:
+        fds = self.poll_fds()
+        if not fds:
+            return {}
+        poller = select.poll()
+        for fd, mask in fds:
+            poller.register(fd, mask)
+        return dict(poller.poll(0))
+
+    def _service(self, link: Link, events: int, now: float) -> None:
+        if link.connecting:
+            self._progress_connect(link, events, now)
+        elif link.sock is not None and events & (select.POLLIN | POLL_ERRORS):
+            self._check_break(link, now)
+        if link.sock is None:
+            if link.tail or link.out or (self._spooled(link) and not self.stopping):
+                if now >= link.retry_at and not self.stopping:
+                    self._connect(link, now)
+                if link.sock is None and link.failures:
+                    self._spill(link)
+            return
+        if link.connecting:
+            return
+        self._update_acks(link, now)
+        if link.sock is None:
+            return
+        self._fill(link)
+        self._send(link, now)
+        if link.sock is not None and self._idle(link, now):
+            self._close_gracefully(link)
+        elif len(link.tail) > self.memory_limit:
+            self._spill(link)
+
+    # ------------------------------------------------------------ connections
+    def _connect(self, link: Link, now: float) -> None:
+        try:
+            host, port = self.address()
+        except Exception as error:  # facts missing or invalid: keep the lines, retry later
+            message = str(error)
+            if message != self._address_error:
+                log.error("cannot deliver logs: %s", message)
+                self._address_error = message
+            self._failed(link, now, None)
+            return
+        self._address_error = None
+        try:
+            family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as error:
+            self._failed(link, now, f"cannot resolve {host}:{port}: {error}")
+            return
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        link.sock = sock
+        if err in (0, errno.EINPROGRESS, errno.EAGAIN):
+            link.connecting = True
+            link.connect_deadline = now + self.connect_timeout
+            if err == 0:
+                self._connected(link)
+            else:  # on loopback or a LAN the handshake is often already done
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLOUT)
+                ready = poller.poll(0)
+                self._progress_connect(link, ready[0][1] if ready else 0, now)
+        else:
+            self._abort(link)
+            self._failed(link, now, f"cannot connect to {host}:{port}: {errno.errorcode.get(err, err)}")
+
+    def _progress_connect(self, link: Link, events: int, now: float) -> None:
+        assert link.sock is not None
+        if events & (select.POLLOUT | POLL_ERRORS):
+            err = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                self._connected(link)
+                return
+            reason = f"connection refused or failed ({errno.errorcode.get(err, err)})"
+        elif now >= link.connect_deadline:
+            reason = f"no answer within {self.connect_timeout:g} s"
+        else:
+            return
+        self._abort(link)
+        self._failed(link, now, reason)
+
+    def _connected(self, link: Link) -> None:
+        assert link.sock is not None
+        link.connecting = False
+        link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        link.header_left = link.header
+        link.written = 0
+        self.delivered_connections += 1
+        if link.failures:
+            log.info("log stream %s: connected to the server again", link.stream)
+
+    def _failed(self, link: Link, now: float, reason: Optional[str]) -> None:
+        if reason and link.failures == 0:
+            log.warning("log stream %s: %s; keeping its lines (spool) and retrying",
+                        link.stream, reason)
+        elif reason:
+            log.debug("log stream %s: %s", link.stream, reason)
+        link.failures += 1
+        delay = min(self.retry_min * (2 ** min(link.failures - 1, 20)), self.retry_max)
+        link.retry_at = now + delay
+
+    def _check_break(self, link: Link, now: float) -> None:
+        """The server never writes on a log stream: readable means closed or reset."""
+        assert link.sock is not None
+        try:
+            data = link.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._broken(link, now, f"connection broke ({error.strerror or error})")
+            return
+        if not data:
+            self._broken(link, now, "the server closed the connection")
+
+    def _broken(self, link: Link, now: float, reason: str) -> None:
+        resend = link.fragment + b"".join(entry.data for entry in link.sent)
+        self._abort(link)
+        link.out[:0] = resend
+        self._failed(link, now, reason)
+        self._spill(link)
+
+    def _abort(self, link: Link) -> None:
+        if link.sock is not None:
+            link.sock.close()
+        link.sock = None
+        link.connecting = False
+        link.header_left = b""
+        link.sent.clear()
+        link.retained = 0
+        link.fragment = b""
+
+    def _close_gracefully(self, link: Link) -> None:
+        assert link.sock is not None
+        try:
+            link.sock.send(b"CLOSE\n")
+            link.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._abort(link)
+
+    def _idle(self, link: Link, now: float) -> bool:
+        if link.has_memory_data() or self._spooled(link):
+            return False
+        return now - link.last_activity >= self.idle_close
+
+    # ---------------------------------------------------------------- sending
+    def _fill(self, link: Link) -> None:
+        if len(link.out) >= FILL_LOW:
+            return
+        if self._spooled(link):
+            if self.stopping:
+                return
+            assert self.spool is not None
+            try:
+                link.out += self.spool.read(link.stream, FILL_CHUNK)
+            except OSError as error:
+                self._spool_failed(error)
+        elif link.tail:
+            if link.dropped:
+                link.out += self._drop_notice(link)
+            link.out += link.tail
+            link.tail = bytearray()
+
+    def _send(self, link: Link, now: float) -> None:
+        sock = link.sock
+        assert sock is not None
+        try:
+            while link.header_left:
+                sent = sock.send(link.header_left)
+                link.written += sent
+                link.header_left = link.header_left[sent:]
+            while link.out:
+                sent = sock.send(link.out)
+                data = bytes(link.out[:sent])
+                del link.out[:sent]
+                link.written += sent
+                link.sent.append(_Sent(link.written, data))
+                link.retained += sent
+                link.last_activity = now
+                self._fill(link)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._broken(link, now, f"sending failed ({error.strerror or error})")
+
+    def _update_acks(self, link: Link, now: float) -> None:
+        if not link.sent:
+            return
+        sock = link.sock
+        assert sock is not None
+        try:
+            queued = unsent_bytes(sock)
+            state = tcp_state(sock)
+        except OSError:
+            return
+        if state != TCP_ESTABLISHED:
+            # a dying connection's queue is purged: its SIOCOUTQ proves nothing
+            self._broken(link, now, "the server closed the connection")
+            return
+        acked_until = link.written - queued
+        for entry in link.sent:
+            if entry.end > acked_until:
+                break
+            if entry.acked_at is None:
+                entry.acked_at = now
+        if acked_until > len(link.header):
+            link.failures = 0
+        self._trim(link, now)
+
+    def _trim(self, link: Link, now: float) -> None:
+        while link.sent:
+            entry = link.sent[0]
+            if entry.acked_at is None:
+                return
+            if now - entry.acked_at < self.resend_window and link.retained <= self.retain_bytes:
+                return
+            link.sent.popleft()
+            link.retained -= len(entry.data)
+            cut = entry.data.rfind(b"\n")
+            link.fragment = link.fragment + entry.data if cut < 0 else entry.data[cut + 1:]
+
+    # --------------------------------------------------------------- spooling
+    def _spill(self, link: Link) -> None:
+        if self.spool is None or self._spool_broken:
+            self._bound_memory(link)
+            return
+        try:
+            if link.out:
+                self.spool.prepend(link.stream, bytes(link.out))
+                link.out = bytearray()
+            if link.tail:
+                if link.dropped:
+                    self.spool.append(link.stream, self._drop_notice(link))
+                self.spool.append(link.stream, bytes(link.tail))
+                link.tail = bytearray()
+        except OSError as error:
+            self._spool_failed(error)
+            self._bound_memory(link)
+
+    def _spool_failed(self, error: OSError) -> None:
+        if not self._spool_broken:
+            log.error("%s; log lines are now kept in memory only (at most %d bytes per stream)",
+                      error, self.memory_limit)
+        self._spool_broken = True
+
+    def _bound_memory(self, link: Link) -> None:
+        excess = len(link.out) + len(link.tail) - self.memory_limit
+        while excess > 0:  # drop the oldest lines, counted for the notice
+            buffer = link.out if link.out else link.tail
+            cut = buffer.find(b"\n", min(excess, len(buffer)) - 1) + 1 or len(buffer)
+            link.dropped += buffer.count(b"\n", 0, cut)
+            del buffer[:cut]
+            excess -= cut
+
+    def _drop_notice(self, link: Link) -> bytes:
+        notice = (b"%.6f [walt-node] %d log lines of this stream were dropped here: no spool "
+                  b"and the server unreachable\n" % (time.time(), link.dropped))
+        link.dropped = 0
+        return notice
+
+    # --------------------------------------------------------------- shutdown
+    def shutdown(self, timeout: float) -> None:
+        """Deliver what memory holds within ``timeout`` seconds, spool the rest, close."""
+        self.stopping = True
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            self.pump()
+            pending = [link for link in self.links.values()
+                       if link.sock is not None and link.has_memory_data()]
+            if not pending:
+                break
+            poller = select.poll()
+            for fd, mask in self.poll_fds():
+                poller.register(fd, mask)
+            poller.poll(20)
+        for link in self.links.values():
+            if link.connected and not link.has_memory_data():
+                self._close_gracefully(link)
+                continue
+            acked = link.fragment + b"".join(e.data for e in link.sent if e.acked_at is not None)
+            unacked = b"".join(e.data for e in link.sent if e.acked_at is None)
+            if unacked:  # resend from the start of the line the first unacked byte is in
+                unacked = acked[acked.rfind(b"\n") + 1:] + unacked
+            self._abort(link)
+            link.out[:0] = unacked
+            self._spill(link)
+            if link.out or link.tail:
+                log.error("log stream %s: %d bytes could not be spooled and are lost",
+                          link.stream, len(link.out) + len(link.tail))

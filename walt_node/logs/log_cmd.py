@@ -1,0 +1,43 @@
+"""`walt-node log STREAM LINE...`: send one log line, like walt-log-echo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = """\
+Send one log line to the WalT server, like the server-provided walt-log-echo.
+
+The words of LINE are joined with single spaces (quote the line to keep
+several spaces or tabs as written).  The line goes through the logs daemon
+when it runs, otherwise straight to the server, otherwise into the spool
+(delivered later); the command waits at most --timeout seconds for that.
+
+example:
+  walt-node log experiment "phase 1 done"
+  walt-node log --ts 1700000000.5 experiment "a line with its own timestamp"
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stream", help="the log stream (no spaces)")
+    parser.add_argument("line", nargs="+", help="the text of the line")
+    parser.add_argument("--ts", type=float, default=None,
+                        help="timestamp (seconds since the epoch; default: now)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for delivery (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from walt_node import log
+
+    try:
+        log.echo(args.stream, " ".join(args.line), ts=args.ts)
+    except ValueError as error:
+        sys.stderr.write(f"walt-node log: {error}\n")
+        return 2
+    if not log.flush(timeout=args.timeout):
+        sys.stderr.write(f"walt-node log: not delivered within {args.timeout:g} s; "
+                         "it will be delivered or spooled at exit\n")
+        return 1
+    return 0

@@ -1,0 +1,181 @@
+"""Parsing of the requests written to the logs FIFO (walt-protocols.md §3).
+
+The parser works on raw chunks as read from the FIFO (up to a megabyte at a
+time) and turns them into protocol-form lines (``<ts> <text>``, §2) grouped
+per stream.  The text of a line is kept byte for byte: it is whatever follows
+the separator space, with runs of spaces, tabs, backslashes and literal
+``\\n`` sequences untouched.
+
+Malformed input never raises: each kind is counted (see :attr:`FifoParser.counts`)
+and the first occurrence of a kind is handed to ``report`` so the daemon can
+log it once.  Lines that can be repaired (invalid UTF-8, NUL bytes, overlong
+lines) are still delivered, repaired and marked; the others are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Dict, List, Optional
+
+DEFAULT_MAX_LINE = 64 * 1024
+
+# kinds of malformed input, as shown in the daemon's log
+EMPTY = "empty line"
+UNKNOWN = "unknown request verb"
+BAD_TS = "bad timestamp in TSLOG"
+NO_STREAM = "missing or invalid stream name"
+BAD_UTF8 = "invalid UTF-8 (delivered with U+FFFD replacements)"
+NUL = "NUL bytes (delivered with U+FFFD replacements)"
+OVERLONG = "overlong line (delivered truncated)"
+MONITOR = "MONITOR request refused (use walt-node's walt-log-monitor)"
+
+REPLACEMENT = "\ufffd".encode()
+
+Batches = Dict[bytes, List[bytes]]
+Reporter = Callable[[str, bytes], None]
+
+
+def _ignore(kind: str, sample: bytes) -> None:
+    pass
+
+
+class FifoParser:
+    """Incremental parser: feed it chunks, get protocol lines per stream.
+
+    ``feed`` returns ``{stream name (bytes): [b"<ts> <text>", ...]}`` (lines
+    without their ``\\n``), in arrival order per stream.  ``LOG`` lines are
+    stamped with the time of the read that brought their end.
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE,
+                 clock: Callable[[], float] = time.time,
+                 report: Reporter = _ignore):
+        if max_line < 64:
+            raise ValueError(f"maximum line length {max_line} is too small (at least 64 bytes)")
+        self.max_line = max_line
+        self.clock = clock
+        self.report = report
+        self.counts: Dict[str, int] = {}
+        self.valid_lines = 0
+        self._partial = b""
+        self._discarding = False  # inside the rest of an overlong line
+        self._streams: Dict[bytes, bool] = {}  # stream name -> is valid (cache)
+        self._marker = b" [walt-node: line truncated, longer than %d bytes]" % max_line
+
+    # ------------------------------------------------------------------ input
+    def feed(self, chunk: bytes) -> Batches:
+        batches: Batches = {}
+        if self._discarding:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return batches
+            chunk = chunk[end + 1:]
+            self._discarding = False
+        if self._partial:
+            chunk = self._partial + chunk
+        lines = chunk.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > self.max_line:
+            # never buffer an endless line: deliver its head, skip the rest up to its \n
+            lines.append(self._partial[:self.max_line])
+            self._partial = b""
+            self._discarding = True
+        stamp = b"%.6f " % self.clock()
+        clean = chunk.isascii() and b"\0" not in chunk
+        for line in lines:
+            self._parse_line(line, stamp, clean, batches)
+        return batches
+
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete last line waiting for its end."""
+        return len(self._partial)
+
+    def finish(self) -> Batches:
+        """End of input: an unterminated last line is still delivered."""
+        batches: Batches = {}
+        if self._partial:
+            partial, self._partial = self._partial, b""
+            self._parse_line(partial, b"%.6f " % self.clock(), False, batches)
+        return batches
+
+    # ------------------------------------------------------------------ lines
+    def _parse_line(self, line: bytes, stamp: bytes, clean: bool, batches: Batches) -> None:
+        if line.startswith(b"LOG "):
+            parts = line.split(b" ", 2)
+            stream = parts[1]
+            text = parts[2] if len(parts) == 3 else b""
+            ts = stamp
+        elif line.startswith(b"TSLOG "):
+            parts = line.split(b" ", 3)
+            if len(parts) < 3:
+                self._malformed(NO_STREAM, line)
+                return
+            ts = self._timestamp(parts[1])
+            if ts is None:
+                self._malformed(BAD_TS, line)
+                return
+            stream = parts[2]
+            text = parts[3] if len(parts) == 4 else b""
+        else:
+            self._other(line)
+            return
+        out = batches.get(stream)
+        if out is None:
+            if not self._valid_stream(stream):
+                self._malformed(NO_STREAM, line)
+                return
+            out = batches[stream] = []
+        if len(line) >= self.max_line:
+            self._malformed(OVERLONG, line)
+            text = text[:self.max_line] + self._marker
+        if not clean:
+            text = self._repair(text)
+        out.append(ts + text)
+        self.valid_lines += 1
+
+    def _timestamp(self, raw: bytes) -> Optional[bytes]:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        if not math.isfinite(value):
+            return None
+        return b"%.6f " % value
+
+    def _valid_stream(self, stream: bytes) -> bool:
+        known = self._streams.get(stream)
+        if known is None:
+            try:
+                name = stream.decode("utf-8")
+            except UnicodeDecodeError:
+                name = ""
+            known = bool(name) and name.isprintable() and len(self._streams) < 100_000
+            if known:
+                self._streams[stream] = known
+        return known
+
+    def _repair(self, text: bytes) -> bytes:
+        if b"\0" in text:
+            self._malformed(NUL, text)
+            text = text.replace(b"\0", REPLACEMENT)
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            self._malformed(BAD_UTF8, text)
+            text = text.decode("utf-8", errors="replace").encode("utf-8")
+        return text
+
+    def _other(self, line: bytes) -> None:
+        if not line.strip():
+            self._malformed(EMPTY, line)
+        elif line.startswith(b"MONITOR ") or line == b"MONITOR":
+            self._malformed(MONITOR, line)
+        else:
+            self._malformed(UNKNOWN, line)
+
+    def _malformed(self, kind: str, sample: bytes) -> None:
+        count = self.counts.get(kind, 0) + 1
+        self.counts[kind] = count
+        if count == 1:
+            self.report(kind, sample[:120])

@@ -1,0 +1,358 @@
+"""A bounded on-disk spool of log lines not yet delivered to the server.
+
+Layout (all under the spool root, default ``/var/lib/walt/logs-spool``)::
+
+    <owner>.lock                   flock held by the live process owning <owner>/
+    <owner>/<stream>/<segment>.seg protocol-form lines ``<ts> <text>\\n``
+
+Each process writing a spool (the daemon: owner ``daemon``; a script using
+the Python API: ``api-<pid>``) owns one tree and holds its lock while alive.
+A tree whose lock is free belongs to a dead process: :meth:`Spool.adopt`
+moves its segments into the caller's tree so they are delivered.
+
+Segment names start with the wall-clock nanoseconds of their creation, so
+sorting them orders the lines of a stream, also across adopted trees.  Lines
+are stored with their original timestamps.  When the spool would grow past
+``max_bytes`` the oldest data segment (of any stream) is dropped and replaced
+by a one-line notice, delivered in its place, saying how many lines were lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import quote, unquote
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+SEGMENT_SUFFIX = ".seg"
+NOTICE_SUFFIX = ".drop.seg"
+
+
+def stream_dirname(stream: str) -> str:
+    return "s-" + quote(stream, safe="")
+
+
+def stream_from_dirname(name: str) -> Optional[str]:
+    return unquote(name[2:]) if name.startswith("s-") else None
+
+
+@dataclass
+class Segment:
+    path: Path
+    size: int
+    read_pos: int = 0
+    notice: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.read_pos
+
+
+@dataclass
+class _StreamSpool:
+    directory: Path
+    segments: List[Segment] = field(default_factory=list)
+    append_fd: Optional[int] = None  # fd of segments[-1] while we append to it
+
+
+class SpoolError(OSError):
+    pass
+
+
+class Spool:
+    def __init__(self, root: Path, owner: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                 segment_bytes: int = 1024 * 1024, clock_ns: Callable[[], int] = time.time_ns):
+        if max_bytes < 64 * 1024:
+            raise ValueError(f"spool size {max_bytes} bytes is too small (at least 64 KiB)")
+        self.root = Path(root)
+        self.owner = owner
+        self.max_bytes = max_bytes
+        self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 8))
+        self.clock_ns = clock_ns
+        self.dir = self.root / owner
+        self.total = 0
+        self.dropped_lines = 0
+        self._streams: Dict[str, _StreamSpool] = {}
+        self._counter = 0
+        self._lock_fd: Optional[int] = None
+
+    # -------------------------------------------------------------- lifecycle
+    def open(self) -> Spool:
+        """Create the tree, take its lock and index what an earlier run left."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / f"{self.owner}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise SpoolError(error.errno, f"cannot use the log spool {self.dir}: {error.strerror}; "
+                                          "choose another place with --spool-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolError(0, f"the log spool {self.dir} is in use by another process "
+                                "(is another walt-logs-daemon running?)") from None
+        self._lock_fd = fd
+        self._index_tree(self.dir)
+        return self
+
+    def close(self) -> None:
+        for spool in self._streams.values():
+            self._stop_appending(spool)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def adopt(self) -> int:
+        """Move the segments of dead owners' trees into ours; returns how many."""
+        moved = 0
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return 0
+        for entry in entries:
+            if entry.name == self.owner or not entry.is_dir(follow_symlinks=False):
+                continue
+            moved += self._adopt_tree(entry.name)
+        return moved
+
+    def _adopt_tree(self, owner: str) -> int:
+        lock_path = self.root / f"{owner}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return 0
+        moved = 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return 0  # its owner is alive
+        try:
+            tree = self.root / owner
+            for stream_dir in sorted(tree.iterdir()):
+                stream = stream_from_dirname(stream_dir.name)
+                for seg in sorted(stream_dir.glob("*" + SEGMENT_SUFFIX)):
+                    if stream is not None:
+                        moved += self._adopt_segment(stream, seg)
+                _remove_quietly(stream_dir)
+            _remove_quietly(tree)
+            lock_path.unlink()
+        except OSError as error:
+            log.warning("could not adopt the log spool of %s: %s", owner, error)
+        finally:
+            os.close(fd)
+        return moved
+
+    def _adopt_segment(self, stream: str, path: Path) -> int:
+        spool = self._stream(stream)
+        target = spool.directory / path.name
+        os.rename(path, target)
+        seg = Segment(target, target.stat().st_size, notice=target.name.endswith(NOTICE_SUFFIX))
+        self._stop_appending(spool)
+        spool.segments.append(seg)
+        spool.segments.sort(key=lambda s: s.path.name)
+        self.total += seg.size
+        self._enforce_limit(0)
+        return 1
+
+    def _index_tree(self, tree: Path) -> None:
+        for stream_dir in sorted(tree.iterdir()):
+            stream = stream_from_dirname(stream_dir.name)
+            if stream is None or not stream_dir.is_dir():
+                continue
+            spool = self._stream(stream)
+            for seg in sorted(stream_dir.glob("*" + SEGMENT_SUFFIX)):
+                size = seg.stat().st_size
+                if size == 0:
+                    seg.unlink()
+                    continue
+                spool.segments.append(Segment(seg, size, notice=seg.name.endswith(NOTICE_SUFFIX)))
+                self.total += size
+        self._enforce_limit(0)
+
+    # ----------------------------------------------------------------- queries
+    def streams(self) -> List[str]:
+        return [name for name, spool in self._streams.items() if spool.segments]
+
+    def has(self, stream: str) -> bool:
+        spool = self._streams.get(stream)
+        return bool(spool and spool.segments)
+
+    def bytes_for(self, stream: str) -> int:
+        spool = self._streams.get(stream)
+        return sum(seg.remaining for seg in spool.segments) if spool else 0
+
+    # ----------------------------------------------------------------- writing
+    def append(self, stream: str, data: bytes) -> None:
+        """Add complete lines after everything spooled for ``stream``."""
+        if not data:
+            return
+        self._enforce_limit(len(data))
+        spool = self._stream(stream)
+        if spool.append_fd is None or spool.segments[-1].size >= self.segment_bytes:
+            self._stop_appending(spool)
+            path = spool.directory / (self._new_stem(self.clock_ns()) + SEGMENT_SUFFIX)
+            spool.append_fd = self._create(path)
+            spool.segments.append(Segment(path, 0))
+        self._write(spool.append_fd, data, spool.segments[-1].path)
+        spool.segments[-1].size += len(data)
+        self.total += len(data)
+
+    def prepend(self, stream: str, data: bytes) -> None:
+        """Add complete lines before everything spooled for ``stream`` (a resend)."""
+        if not data:
+            return
+        self._enforce_limit(len(data))
+        spool = self._stream(stream)
+        first = spool.segments[0].path.name if spool.segments else None
+        ns = int(first.split("-", 1)[0]) - 1 if first else self.clock_ns()
+        path = spool.directory / (self._new_stem(ns) + SEGMENT_SUFFIX)
+        fd = self._create(path)
+        try:
+            self._write(fd, data, path)
+        finally:
+            os.close(fd)
+        spool.segments.insert(0, Segment(path, len(data)))
+        self.total += len(data)
+
+    # ----------------------------------------------------------------- reading
+    def read(self, stream: str, max_bytes: int) -> bytes:
+        """Take up to about ``max_bytes`` of whole lines from the head of ``stream``.
+
+        What is returned leaves the spool (fully read segments are deleted):
+        the caller now holds it.
+        """
+        spool = self._streams.get(stream)
+        if not spool or not spool.segments:
+            return b""
+        seg = spool.segments[0]
+        if seg is spool.segments[-1]:
+            self._stop_appending(spool)
+        with open(seg.path, "rb") as file:
+            file.seek(seg.read_pos)
+            data = file.read(max(max_bytes, 1))
+        if seg.read_pos + len(data) < seg.size:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than max_bytes: take it whole
+                with open(seg.path, "rb") as file:
+                    file.seek(seg.read_pos)
+                    data = file.read(seg.remaining)
+                cut = len(data)
+            data = data[:cut]
+        elif data and not data.endswith(b"\n"):
+            data += b"\n"  # a segment cut short by a crash: keep its last line whole
+        seg.read_pos += len(data)
+        self.total -= min(len(data), self.total)
+        if seg.read_pos >= seg.size:
+            spool.segments.pop(0)
+            _unlink_quietly(seg.path)
+        return data
+
+    # ----------------------------------------------------------------- limits
+    def _enforce_limit(self, incoming: int) -> None:
+        while self.total + incoming > self.max_bytes:
+            victim = self._oldest_data_segment()
+            if victim is None:
+                return
+            stream, seg = victim
+            self._drop(stream, seg)
+
+    def _oldest_data_segment(self) -> Optional[Tuple[str, Segment]]:
+        best: Optional[Tuple[str, Segment]] = None
+        for stream, spool in self._streams.items():
+            for seg in spool.segments:
+                if not seg.notice:
+                    if best is None or seg.path.name < best[1].path.name:
+                        best = (stream, seg)
+                    break
+        return best
+
+    def _drop(self, stream: str, seg: Segment) -> None:
+        spool = self._streams[stream]
+        if seg is spool.segments[-1]:
+            self._stop_appending(spool)
+        try:
+            with open(seg.path, "rb") as file:
+                file.seek(seg.read_pos)
+                data = file.read()
+        except OSError:
+            data = b""
+        lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        first_ts = data.split(b" ", 1)[0] if data else b""
+        try:
+            ts = float(first_ts)
+        except ValueError:
+            ts = self.clock_ns() / 1e9
+        notice = (b"%.6f [walt-node] %d log lines of this stream were dropped here: the log spool "
+                  b"was full (%d bytes; raise --spool-size or WALT_LOGS_SPOOL_SIZE)\n"
+                  % (ts, lines, self.max_bytes))
+        index = spool.segments.index(seg)
+        notice_path = seg.path.with_name(seg.path.name[:-len(SEGMENT_SUFFIX)] + NOTICE_SUFFIX)
+        _unlink_quietly(seg.path)
+        self.total -= seg.remaining
+        self.dropped_lines += lines
+        fd = self._create(notice_path)
+        try:
+            self._write(fd, notice, notice_path)
+        finally:
+            os.close(fd)
+        spool.segments[index] = Segment(notice_path, len(notice), notice=True)
+        self.total += len(notice)
+        log.warning("log spool full (%d bytes): dropped %d old lines of stream %s",
+                    self.max_bytes, lines, stream)
+
+    # ----------------------------------------------------------------- helpers
+    def _stream(self, stream: str) -> _StreamSpool:
+        spool = self._streams.get(stream)
+        if spool is None:
+            directory = self.dir / stream_dirname(stream)
+            directory.mkdir(parents=True, exist_ok=True)
+            spool = self._streams[stream] = _StreamSpool(directory)
+        return spool
+
+    def _stop_appending(self, spool: _StreamSpool) -> None:
+        if spool.append_fd is not None:
+            os.close(spool.append_fd)
+            spool.append_fd = None
+
+    def _new_stem(self, ns: int) -> str:
+        self._counter += 1
+        return f"{ns:020d}-{os.getpid():07d}-{self._counter:08d}"
+
+    def _create(self, path: Path) -> int:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise SpoolError(error.errno, f"cannot write the log spool file {path}: "
+                                          f"{error.strerror}") from None
+
+    def _write(self, fd: int, data: bytes, path: Path) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(fd, view)
+            except OSError as error:
+                raise SpoolError(error.errno, f"cannot write the log spool file {path}: "
+                                              f"{error.strerror}") from None
+            view = view[written:]
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
