@@ -1,0 +1,155 @@
+"""Fixtures of the virtual WalT node suite (run it with scripts/vnode-test.sh).
+
+One guest boots per session (TCG is slow and the machine's cores are
+shared): the scenarios run in file order against it, the kexec scenario last
+because it reboots the guest.
+
+* ``platform``: the simulator (loopback, automatic ports) with node ``node1``
+  (ip 127.0.0.1: qemu's user-mode NAT makes guest connections come from the
+  host's loopback) and two images whose boot directories hold a
+  ``pc-x86-64/start.ipxe`` + this machine's Debian kernel and initrd; the
+  second image's command line carries ``walt.test.marker=second``.
+* ``vnode``: the booted guest (qemu killed at the end whatever happens).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import vnode_image as image
+from vnode_qemu import MAC, QemuConfig, VirtualNode, walt_cmdline
+
+from walt_node.sim import SimConfig, SimImage, SimNode, Simulator
+
+LOG = logging.getLogger("vnode")
+
+# The cached guest root filesystem holds Python's own test files: never collect them.
+collect_ignore = ["cache"]
+
+ENABLE_VAR = "WALT_VNODE"
+MODEL = "pc-x86-64"
+FIRST_IMAGE = "waltplatform/vnode-first:latest"
+SECOND_IMAGE = "waltplatform/vnode-second:latest"
+FIRST_ID = "f1r57000000000000000000000000000000000000000000000000000000000001"
+SECOND_ID = "5ec0nd00000000000000000000000000000000000000000000000000000000002"
+SECOND_MARKER = "walt.test.marker=second"
+BOOT_TIMEOUT = 240
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    reasons = []
+    if os.environ.get(ENABLE_VAR) != "1":
+        reasons.append("the qemu suite runs only through scripts/vnode-test.sh (sets WALT_VNODE=1)")
+    elif os.geteuid() != 0:
+        reasons.append("building the guest disk needs root (debootstrap, chroot)")
+    elif shutil.which("qemu-system-x86_64") is None:
+        reasons.append("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+    for item in items:
+        item.add_marker(pytest.mark.vnode)
+        if reasons:
+            item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))
+
+
+def _start_ipxe(marker: str) -> str:
+    """A start.ipxe shaped like WalT's: variables, ${mac:hexhyp}, bare (fake TFTP) paths."""
+    return (
+        "#!ipxe\n"
+        "# vnode test image: boots this machine's Debian kernel with the disk root\n"
+        f"set marker {marker}\n"
+        "set server ${next-server}\n"
+        "kernel vmlinuz root=/dev/vda rw console=ttyS0,115200 panic=1 "
+        f"walt.server.ip=${{server}} walt.node.model={MODEL} BOOTIF=01-${{mac:hexhyp}} "
+        "walt.test.marker=${marker}\n"
+        "initrd initrd.img || echo no initrd\n"
+        "boot\n"
+    )
+
+
+def _make_boot_dir(root: Path, kernel: image.KernelFiles, marker: str) -> Path:
+    model_dir = root / MODEL
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for source, name in ((kernel.vmlinuz, "vmlinuz"), (kernel.initrd, "initrd.img")):
+        target = model_dir / name
+        if not target.exists():
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+    (model_dir / "start.ipxe").write_text(_start_ipxe(marker))
+    return root
+
+
+@dataclass
+class Platform:
+    sim: Simulator
+    kernel: image.KernelFiles
+    work: Path
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vnode")
+
+
+@pytest.fixture(scope="session")
+def platform(work_dir: Path) -> Iterator[Platform]:
+    kernel = image.KernelFiles.from_host()
+    config = SimConfig(
+        nodes=[SimNode(mac=MAC, name="node1", ip="127.0.0.1", model=MODEL, image=FIRST_IMAGE)],
+        images=[
+            SimImage(fullname=FIRST_IMAGE, id=FIRST_ID,
+                     boot_dir=_make_boot_dir(work_dir / "boot-first", kernel, "first")),
+            SimImage(fullname=SECOND_IMAGE, id=SECOND_ID,
+                     boot_dir=_make_boot_dir(work_dir / "boot-second", kernel, "second")),
+        ],
+    )
+    with Simulator(config, host="127.0.0.1", records_path=work_dir / "sim-records.jsonl") as sim:
+        yield Platform(sim, kernel, work_dir)
+
+
+@dataclass
+class Disk:
+    path: Path
+    setup_ran: bool
+
+
+@pytest.fixture(scope="session")
+def node_disk(platform: Platform) -> Disk:
+    started = time.monotonic()
+    base = image.ensure_base(platform.kernel)
+    LOG.info("base rootfs ready in %.0fs: %s", time.monotonic() - started, base)
+    work = platform.work
+    root = image.copy_base(base, work)
+    image.configure_guest(root)
+    wheel = image.build_walt_node_wheel(work / "wheel")
+    setup_ran = image.install_walt_node(root, wheel)
+    sim = platform.sim
+    image.write_walt_env(root, "10.0.2.2", sim.rpc_port, sim.logs_port, sim.http_port, FIRST_ID)
+    disk = work / "node.ext4"
+    image.make_ext4(root, disk)
+    shutil.rmtree(root)
+    LOG.info("node disk built in %.0fs (setup ran: %s)", time.monotonic() - started, setup_ran)
+    return Disk(disk, setup_ran)
+
+
+@pytest.fixture(scope="session")
+def vnode(platform: Platform, node_disk: Disk) -> Iterator[VirtualNode]:
+    config = QemuConfig(kernel=platform.kernel.vmlinuz, initrd=platform.kernel.initrd,
+                        disk=node_disk.path, cmdline=walt_cmdline(extra="walt.test.marker=first"),
+                        work_dir=platform.work / "qemu")
+    node = VirtualNode(config)
+    try:
+        started = time.monotonic()
+        node.start()
+        node.wait_booted(BOOT_TIMEOUT)
+        LOG.info("guest booted in %.0fs", time.monotonic() - started)
+        yield node
+    finally:
+        node.stop()

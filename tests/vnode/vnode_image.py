@@ -1,0 +1,283 @@
+"""Build the virtual node's disk: a Debian root filesystem with walt-node in it.
+
+Two layers, so a developer's second run is fast:
+
+* the *base* root filesystem (debootstrap of Debian packages, the host
+  kernel's modules, a venv holding walt-node's dependencies from PyPI) is
+  built once and kept in ``tests/vnode/cache/base-<hash>/``; the hash covers
+  everything that goes into it, so changing the package list rebuilds it;
+* each run copies the base, writes the harness's guest files
+  (guest_files.py), installs the freshly built walt-node wheel into the
+  venv with ``pip`` and runs ``walt-node-setup`` the way an image maintainer
+  does, writes ``/bin/walt-env`` with the simulator's ports, and
+  turns the tree into an ext4 image with ``mkfs.ext4 -d`` (no mount needed).
+
+Everything here runs as root (debootstrap and chroot need it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from guest_files import write_guest_files
+
+LOG = logging.getLogger("vnode.image")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CACHE = HERE / "cache"
+
+SUITE = "bookworm"
+# Packages a WalT image maintainer would install, plus what the harness needs
+# to talk to the guest (bash for the command shell) and to reach the network.
+PACKAGES: Sequence[str] = (
+    "systemd", "systemd-sysv", "udev", "dbus", "kmod", "iproute2", "procps",
+    "python3", "python3-venv", "kexec-tools", "nbd-client", "busybox",
+)
+# walt-node's runtime dependencies (setup.py install_requires), taken from PyPI.
+PYPI_DEPENDENCIES: Sequence[str] = ("requests>=2.25", "pyroute2>=0.5.14", "zeroconf>=0.38")
+# Kernel module trees a virtual node never needs: left out to keep the disk small.
+PRUNED_MODULE_DIRS: Sequence[str] = (
+    "kernel/drivers/gpu", "kernel/sound", "kernel/drivers/media", "kernel/drivers/net/wireless",
+    "kernel/drivers/infiniband", "kernel/drivers/staging", "kernel/net/bluetooth",
+    "kernel/drivers/bluetooth", "kernel/drivers/net/ethernet", "kernel/drivers/iio",
+    "kernel/drivers/scsi", "kernel/drivers/isdn", "kernel/drivers/mtd",
+)
+VENV = "/opt/walt-node"          # where the image maintainer puts walt-node's venv
+SHELL_TTY = "ttyS1"              # the harness's root shell (see vnode-shell.service)
+# Bump when the way the base is assembled changes (invalidates the cache).
+BASE_RECIPE_VERSION = "3"
+
+
+class ImageBuildError(RuntimeError):
+    """A step of the disk build failed; the message names the step."""
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    version: str
+    vmlinuz: Path
+    initrd: Path
+
+    @classmethod
+    def from_host(cls) -> KernelFiles:
+        """Debian's linux-image-amd64 kernel installed on this machine."""
+        candidates = sorted(Path("/boot").glob("vmlinuz-*"))
+        if not candidates:
+            raise ImageBuildError("no /boot/vmlinuz-*: install linux-image-amd64 (apt-get install "
+                                  "linux-image-amd64)")
+        vmlinuz = candidates[-1]
+        version = vmlinuz.name[len("vmlinuz-"):]
+        initrd = Path("/boot") / f"initrd.img-{version}"
+        if not initrd.exists():
+            raise ImageBuildError(f"{initrd} is missing: run update-initramfs -c -k {version}")
+        return cls(version, vmlinuz, initrd)
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt on this machine uses (the only one it reaches)."""
+    for source in sorted(Path("/etc/apt").glob("sources.list*")) + sorted(
+            Path("/etc/apt/sources.list.d").glob("*")):
+        if not source.is_file():
+            continue
+        for line in source.read_text().splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            for word in line.split():
+                if word.startswith("http") and "/debian" in word and "security" not in word:
+                    return word.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+def _run(step: str, argv: List[str], timeout: float, env: Dict[str, str] = None) -> str:
+    LOG.info("%s: %s", step, " ".join(argv))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as error:
+        raise ImageBuildError(f"{step}: timed out after {timeout:.0f}s") from error
+    if done.returncode != 0:
+        raise ImageBuildError(f"{step} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                              f"{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _chroot(root: Path, step: str, argv: List[str], timeout: float = 300) -> str:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+           "DEBIAN_FRONTEND": "noninteractive"}
+    return _run(step, ["chroot", str(root), *argv], timeout, env)
+
+
+def base_key(kernel: KernelFiles) -> str:
+    recipe = {
+        "suite": SUITE, "packages": sorted(PACKAGES), "pypi": sorted(PYPI_DEPENDENCIES),
+        "kernel": kernel.version, "pruned": sorted(PRUNED_MODULE_DIRS),
+        "recipe": BASE_RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_base(kernel: KernelFiles) -> Path:
+    """The cached base root filesystem, built first if needed (takes minutes once)."""
+    base = CACHE / f"base-{base_key(kernel)}"
+    if (base / ".complete").exists():
+        return base
+    partial = base.with_name(base.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    _debootstrap(partial)
+    _copy_kernel_modules(kernel, partial)
+    _create_venv_with_dependencies(partial)
+    (partial / ".complete").write_text("ok\n")
+    shutil.rmtree(base, ignore_errors=True)
+    partial.rename(base)
+    return base
+
+
+def _debootstrap(root: Path) -> None:
+    _run("debootstrap", ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+                         SUITE, str(root), debian_mirror()], timeout=1800)
+    _chroot(root, "apt-get clean", ["apt-get", "clean"])
+
+
+def _copy_kernel_modules(kernel: KernelFiles, root: Path) -> None:
+    source = Path("/lib/modules") / kernel.version
+    target = root / "lib/modules" / kernel.version
+    ignored = {str(source / d) for d in PRUNED_MODULE_DIRS}
+    shutil.copytree(source, target, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if os.path.join(d, n) in ignored])
+    _chroot(root, "depmod", ["depmod", kernel.version])
+
+
+def configure_guest(root: Path) -> None:
+    """The harness's own guest files (shell on ttyS1, network, fstab): written on
+    each run, so editing them does not rebuild the base."""
+    write_guest_files(root)
+    _chroot(root, "enable guest units",
+            ["systemctl", "enable", "systemd-networkd.service", "vnode-shell.service"])
+    _chroot(root, "set empty root password", ["passwd", "-d", "root"])
+
+
+def _create_venv_with_dependencies(root: Path) -> None:
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    # Same CPython minor version on host and guest (bookworm: 3.11), so the
+    # host's pip picks the right binary wheels.
+    _run("pip download", [sys.executable, "-m", "pip", "download", "--only-binary=:all:",
+                          "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
+                          "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64",
+                          "--platform", "any", "-d", str(wheels), *PYPI_DEPENDENCIES], timeout=600)
+    _chroot(root, "python3 -m venv", ["python3", "-m", "venv", VENV])
+    staged = root / "tmp/wheels"
+    shutil.copytree(wheels, staged, dirs_exist_ok=True)
+    _chroot(root, "pip install dependencies",
+            [f"{VENV}/bin/pip", "install", "--no-index", "--find-links", "/tmp/wheels",
+             *PYPI_DEPENDENCIES])
+    shutil.rmtree(staged)
+
+
+def build_walt_node_wheel(out_dir: Path) -> Path:
+    """The wheel of this working tree, built like a release (pip wheel --no-deps)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("walt_node-*.whl"):
+        old.unlink()
+    _run("pip wheel", [sys.executable, "-m", "pip", "wheel", "--no-deps",
+                       "-w", str(out_dir), str(REPO)], timeout=300)
+    wheels = sorted(out_dir.glob("walt_node-*.whl"))
+    if not wheels:
+        raise ImageBuildError(f"pip wheel produced no walt_node wheel in {out_dir}")
+    return wheels[-1]
+
+
+@dataclass
+class NodeDisk:
+    path: Path
+    setup_log: str
+    setup_ran: bool
+
+
+def install_walt_node(root: Path, wheel: Path) -> bool:
+    """pip install the wheel in the guest's venv, then walt-node-setup.
+
+    Returns False when walt-node-setup reports it has not landed yet; the
+    harness then enables the units by hand (and the tests say so)."""
+    staged = root / "tmp" / wheel.name
+    shutil.copy2(wheel, staged)
+    _chroot(root, "pip install walt-node", [f"{VENV}/bin/pip", "install", "--no-index", "--no-deps",
+                                            "--force-reinstall", f"/tmp/{wheel.name}"])
+    staged.unlink()
+    for name in ("walt-node", "walt-node-setup", "walt-logs-daemon", "walt-log-monitor",
+                 "walt-ipxe-kexec-reboot", "walt-serial-autolog"):
+        link = root / "usr/local/bin" / name
+        if not link.exists():
+            link.symlink_to(f"{VENV}/bin/{name}")
+    done = subprocess.run(["chroot", str(root), f"{VENV}/bin/walt-node-setup", "--prefix", "/"],
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": f"{VENV}/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    if done.returncode == 3 and "not available yet" in done.stderr:
+        _enable_units_by_hand(root)
+        return False
+    if done.returncode != 0:
+        raise ImageBuildError(f"walt-node-setup --prefix / failed ({done.returncode}):\n"
+                              f"{done.stdout}\n{done.stderr}")
+    return True
+
+
+def _enable_units_by_hand(root: Path) -> None:
+    """Stand-in for walt-node-setup while it has not landed: units + enable links."""
+    units = REPO / "units"
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in sorted(units.glob("*.service")):
+        shutil.copy2(unit, root / "etc/systemd/system" / unit.name)
+        link = wants / unit.name
+        if not link.exists():
+            link.symlink_to(f"/etc/systemd/system/{unit.name}")
+
+
+def write_walt_env(root: Path, server_ip: str, rpc_port: int, logs_port: int, http_port: int,
+                   image_id: str) -> None:
+    """/bin/walt-env as the server writes it into a mounted image (§1).
+
+    The simulator listens on automatic ports, so the HTTP port (80 on a real
+    server) is added as walt_server_http_port, which NodeFacts honours."""
+    env = root / "bin/walt-env"
+    env.write_text(
+        f"export walt_server_ip={server_ip}\n"
+        f"export walt_server_rpc_port={rpc_port}\n"
+        f"export walt_server_logs_port={logs_port}\n"
+        f"export walt_server_notify_bootup_port={logs_port}\n"
+        f"export walt_server_http_port={http_port}\n"
+        f"export walt_image_id={image_id}\n"
+        f"export walt_image_size_kib=1048576\n"
+    )
+    env.chmod(0o755)
+
+
+def make_ext4(root: Path, image: Path, size_mib: int = 2048) -> None:
+    if image.exists():
+        image.unlink()
+    _run("mkfs.ext4 -d", ["mkfs.ext4", "-q", "-F", "-L", "walt-vnode", "-d", str(root), str(image),
+                          f"{size_mib}M"], timeout=300)
+
+
+def copy_base(base: Path, work: Path) -> Path:
+    root = work / "rootfs"
+    if root.exists():
+        shutil.rmtree(root)
+    _run("copy base rootfs", ["cp", "-a", "--reflink=auto", str(base), str(root)], timeout=300)
+    (root / ".complete").unlink()
+    return root
+
+
+def extra_version_of(base: Path) -> str:
+    """Debian's python3 version in the guest (recorded for docs and reports)."""
+    return _chroot(base, "python3 --version", ["python3", "--version"]).strip()
