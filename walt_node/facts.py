@@ -59,19 +59,44 @@ def parse_walt_env(text: str) -> Dict[str, str]:
     """Read shell assignments (``export a=b``, ``a="b c"; export a``) as data.
 
     Nothing is executed: command substitutions and expansions are kept as
-    literal text, lines that are not assignments are ignored.
+    literal text. Only assignments count: ``a=b`` commands, and the words of
+    ``export`` (``echo a=b`` assigns nothing).
     """
     values: Dict[str, str] = {}
     for line in text.splitlines():
         try:
-            words = shlex.split(line, comments=True, posix=True)
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split = True
+            words = list(lexer)
         except ValueError:
             continue  # unbalanced quotes: not data we can trust
-        for word in words:
-            name, sep, value = word.partition("=")
-            if sep and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        for command in _simple_commands(words):
+            for word in _assignment_words(command):
+                name, _, value = word.partition("=")
                 values[name] = value
     return values
+
+
+_ASSIGNMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _simple_commands(words: List[str]) -> List[List[str]]:
+    """Split shell words on the operators ``;``, ``&&``, ``||``, ``|``, ``&``."""
+    commands: List[List[str]] = [[]]
+    for word in words:
+        if word and set(word) <= set(";&|"):
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return commands
+
+
+def _assignment_words(command: List[str]) -> List[str]:
+    if command and command[0] == "export":
+        return [w for w in command[1:] if _ASSIGNMENT_RE.match(w)]
+    if all(_ASSIGNMENT_RE.match(w) for w in command):
+        return command  # `a=1 b=2` alone; `a=1 cmd` only sets a for cmd
+    return []
 
 
 def parse_cmdline(text: str) -> Dict[str, str]:
