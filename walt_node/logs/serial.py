@@ -274,6 +274,7 @@ def _stop_on_sigterm() -> None:
 
 def run(args) -> int:
     prog = "walt-serial-autolog"
+    _stop_on_sigterm()
     try:
         fd = open_line(args.tty, args.speed)
     except ValueError as error:
@@ -287,7 +288,6 @@ def run(args) -> int:
     problems = ProblemCounter(log)
     protocol = MoteProtocol(lambda stream, text, ts: walt_log.echo(stream, text, ts=ts), problems)
     reader = LineReader(protocol.line, problems)
-    _stop_on_sigterm()
     log.info("reading %s at %d bauds, waiting for LOGSTART", args.tty, args.speed)
     try:
         read_line(fd, reader)

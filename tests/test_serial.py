@@ -1,0 +1,221 @@
+"""walt-serial-autolog: the mote protocol (pure), and a real pty pair playing the mote."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+
+from walt_node.logs.serial import (
+    MAX_LINE,
+    LineReader,
+    MoteProtocol,
+    ProblemCounter,
+    speed_constant,
+)
+from walt_node.sim import Simulator
+
+AUTOLOG = str(Path(sys.executable).parent / "walt-serial-autolog")
+Emitted = List[Tuple[str, str, float]]
+
+
+@pytest.fixture
+def mote(caplog: pytest.LogCaptureFixture) -> Tuple[MoteProtocol, Emitted]:
+    caplog.set_level(logging.INFO)
+    emitted: Emitted = []
+    protocol = MoteProtocol(lambda *line: emitted.append(line),
+                            ProblemCounter(logging.getLogger("test-serial")))
+    return protocol, emitted
+
+
+def feed(protocol: MoteProtocol, *lines: str, ts: float = 100.0) -> None:
+    for line in lines:
+        protocol.line(line, ts)
+
+
+# ------------------------------------------------------------------ protocol
+
+def test_nothing_is_logged_before_logstart(mote) -> None:
+    protocol, emitted = mote
+    feed(protocol, "LOGDEF s P: , {0}", "P:1", "boot chatter")
+    assert emitted == []
+    feed(protocol, "LOGSTART", "P:1")
+    assert emitted == []  # the definition before LOGSTART did not count
+
+
+def test_data_lines_are_cut_after_the_prefix_split_and_formatted(mote) -> None:
+    protocol, emitted = mote
+    feed(protocol, "LOGSTART",
+         "LOGDEF temp T: ; {0} C at {site}, {1}%",
+         "LOGVAR site lab 2  (north)",
+         "T:21.5;40", ts=1.0)
+    feed(protocol, "debug: not a data line", "T:22;41", ts=2.0)
+    assert emitted == [("temp", "21.5 C at lab 2  (north), 40%", 1.0),
+                       ("temp", "22 C at lab 2  (north), 41%", 2.0)]
+
+
+def test_longest_prefix_wins_and_separators_can_be_long(mote) -> None:
+    protocol, emitted = mote
+    feed(protocol, "LOGSTART",
+         "LOGDEF short A , {0}",
+         "LOGDEF long AB:: <-> b={0}|{1}",
+         "AB::x<->y", "Az")
+    assert [(s, t) for s, t, _ in emitted] == [("long", "b=x|y"), ("short", "z")]
+
+
+def test_logstart_again_means_the_mote_restarted(mote) -> None:
+    protocol, emitted = mote
+    feed(protocol, "LOGSTART", "LOGDEF s P: , {0}", "LOGVAR v 1", "LOGSTART", "P:lost")
+    assert emitted == []
+    feed(protocol, "LOGDEF s P: , {0}{v}")
+    feed(protocol, "P:x")
+    assert emitted == []  # {v} is gone with the restart: a format error, reported
+    assert protocol.problems.counts == {"line not matching the format of stream 's'": 1}
+
+
+def test_malformed_directives_and_format_errors_are_counted_and_skipped(
+        mote, caplog: pytest.LogCaptureFixture) -> None:
+    protocol, emitted = mote
+    feed(protocol, "LOGSTART",
+         "LOGDEF only three fields",
+         "LOGDEF s P: , {0",          # unbalanced brace
+         "LOGVAR 9lives x",           # not an identifier
+         "LOGVAR lonely",
+         "LOGSTART now",
+         "LOGDEF s P: , {0}-{1}-{unit}",
+         "P:a",                       # {1} missing
+         "P:a,b",                     # {unit} undefined
+         "LOGVAR unit C",
+         "P:a,b",
+         "LOGDEF n N: , {0:.2f}",     # a format spec strings do not take
+         "N:1.234")
+    for _ in range(12):
+        feed(protocol, "P:only-one")
+    assert [text for _, text, _ in emitted] == ["a-b-C"]
+    assert protocol.problems.counts == {
+        "malformed LOGDEF": 2,
+        "malformed LOGVAR": 2,
+        "malformed LOGSTART": 1,
+        "line not matching the format of stream 's'": 14,
+        "line not matching the format of stream 'n'": 1,
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # each kind once, then again at 10 occurrences, never one warning per bad line
+    assert len(warnings) == 5 + 1
+    assert any("10 so far" in w for w in warnings)
+    assert any("LOGDEF only three fields" in w and "expected: LOGDEF <stream>" in w for w in warnings)
+    protocol.problems.summary()
+    assert "line not matching the format of stream 's': 14 in total" in caplog.text
+
+
+def test_line_reader_handles_crlf_split_reads_and_garbage() -> None:
+    lines: List[Tuple[str, float]] = []
+    problems = ProblemCounter(logging.getLogger("test-serial"))
+    reader = LineReader(lambda text, ts: lines.append((text, ts)), problems)
+    reader.feed(b"LOGST", 1.0)
+    reader.feed(b"ART\r\n\xffok\r\n", 2.0)
+    reader.feed(b"x" * (MAX_LINE + 10), 3.0)
+    reader.feed(b"still the long line\nafter\n", 4.0)
+    assert lines == [("LOGSTART", 2.0), ("\ufffdok", 2.0), ("after", 4.0)]
+    assert problems.counts == {"over-long line": 1}
+
+
+def test_speed_constant() -> None:
+    assert speed_constant(115200) == termios.B115200
+    with pytest.raises(ValueError, match=r"unsupported line speed 12345; use one of: .*\b9600\b"):
+        speed_constant(12345)
+
+
+# ------------------------------------------------------------------ a real serial line
+
+@pytest.fixture
+def pty_pair() -> Iterator[Tuple[int, int]]:
+    master, slave = os.openpty()
+    yield master, slave
+    for fd in (master, slave):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def wait_configured(slave: int, speed: int, timeout: float = 10) -> None:
+    """The tool set raw mode at ``speed``: the mote may talk."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        attrs = termios.tcgetattr(slave)
+        if attrs[4] == speed and not attrs[3] & termios.ECHO:
+            return
+        time.sleep(0.02)
+    raise TimeoutError("walt-serial-autolog did not configure the line")
+
+
+def test_mote_on_a_pty_reaches_the_server(sim: Simulator, sim_node_root: Path,
+                                          pty_pair: Tuple[int, int]) -> None:
+    master, slave = pty_pair
+    tool = subprocess.Popen([AUTOLOG, os.ttyname(slave), "--speed", "9600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_configured(slave, termios.B9600)
+        os.write(master, b"bootloader v1\r\nLOGSTART\r\nLOGDEF temp T: ; {0} C at {site}\r\n"
+                         b"LOGVAR site lab-2\r\nT:21.5\r\nLOGDEF broken\r\nT:\r\n")
+        first_sent = time.time()
+        time.sleep(0.5)
+        os.write(master, b"T:22.0\r\n")
+        second_sent = time.time()
+        records = sim.wait_for_logs(lambda recs: len([r for r in recs if r.stream == "temp"]) >= 3)
+        os.close(master)  # the mote is unplugged: hang-up ends the tool
+        _, err = tool.communicate(timeout=20)
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+            tool.wait()
+    assert tool.returncode == 0, err
+    temp = [r for r in records if r.stream == "temp"]
+    assert [r.line for r in temp] == ["21.5 C at lab-2", " C at lab-2", "22.0 C at lab-2"]
+    # stamped on reception, not when the server got them nor all at once
+    assert first_sent - 0.5 <= temp[0].ts <= first_sent + 0.5
+    assert second_sent - 0.2 <= temp[2].ts <= second_sent + 0.5
+    assert temp[2].ts - temp[0].ts >= 0.4
+    assert b"malformed LOGDEF: 1 in total" in err
+
+
+def test_sigterm_stops_it_cleanly(sim_node_root: Path, pty_pair: Tuple[int, int]) -> None:
+    _, slave = pty_pair
+    tool = subprocess.Popen([AUTOLOG, os.ttyname(slave)], stderr=subprocess.PIPE)
+    try:
+        wait_configured(slave, termios.B115200)
+        tool.send_signal(signal.SIGTERM)
+        _, err = tool.communicate(timeout=20)
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+            tool.wait()
+    assert tool.returncode == 0, err
+
+
+def test_a_recorded_file_can_be_replayed(sim: Simulator, sim_node_root: Path, tmp_path: Path) -> None:
+    capture = tmp_path / "capture.txt"
+    capture.write_bytes(b"LOGSTART\nLOGDEF hum H= , {0}% ({1})\nH=40,ok\nH=41,ok\n")
+    done = subprocess.run([AUTOLOG, str(capture)], capture_output=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    records = sim.wait_for_logs(lambda recs: len(recs) >= 2)
+    assert [(r.stream, r.line) for r in records] == [("hum", "40% (ok)"), ("hum", "41% (ok)")]
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["/dev/null", "--speed", "12345"], 2, b"unsupported line speed 12345"),
+    (["/nonexistent/ttyUSB9"], 1, b"cannot open serial line '/nonexistent/ttyUSB9'"),
+])
+def test_bad_arguments_are_clear_errors(argv: List[str], status: int, message: bytes) -> None:
+    done = subprocess.run([AUTOLOG, *argv], capture_output=True, timeout=20)
+    assert done.returncode == status
+    assert message in done.stderr
