@@ -1,0 +1,159 @@
+"""``walt-node reboot``, installed as ``/bin/walt-reboot``: flush, run hooks, reboot."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from walt_node.paths import Paths
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT = 10.0
+HOOK_TIMEOUT = 10.0
+HOOKS_BUDGET = 20.0
+DEFAULT_GRACE = 15.0
+METHODS = ("reboot", "kexec")
+KEXEC_DEADLINE_END = 40.0  # seconds after start by which the kexec attempt must be over
+KEXEC_MIN_DEADLINE = 5.0
+
+DESCRIPTION = f"""\
+Reboot this WalT node the best way available; the server runs this as
+/bin/walt-reboot when a user asks for a reboot (walt-protocols.md §7).
+
+  1. flush filesystems: sync(2), then syncfs(2) on /persist (the NFS share
+     whose files must survive), each bounded to {SYNC_TIMEOUT:g} s;
+  2. run the image's pre-reboot hooks: the executable files of
+     /etc/walt/reboot.d/, in name order, each limited to --hook-timeout
+     seconds (default {HOOK_TIMEOUT:g}) and all to {HOOKS_BUDGET:g} s; a failing hook is
+     reported and the reboot goes on;
+  3. reboot: with method 'kexec', the kexec path of walt-ipxe-kexec-reboot
+     (binding check, /start.ipxe of the bound image, kexec; a normal reboot
+     when anything is uncertain); with method 'reboot' (the default), the
+     OS 'reboot' command.
+
+The method comes from /etc/walt/reboot.conf ("method = kexec" or
+"method = reboot"; '#' starts a comment) unless --method is given.
+
+It never returns when the reboot works.  If the reboot command returns, it
+waits --grace seconds (default {DEFAULT_GRACE:g}) for the OS to stop it, then exits
+with status 1; when the reboot command fails it exits 1 at once, so the
+server's boot scripts hard-reboot the node.
+
+Example:
+  walt-reboot                 # what the server runs
+  walt-node reboot --method kexec
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=METHODS,
+                        help="override the method of /etc/walt/reboot.conf")
+    parser.add_argument("--hook-timeout", type=float, default=HOOK_TIMEOUT, metavar="SECONDS",
+                        help=f"time limit of each hook (default {HOOK_TIMEOUT:g})")
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help="how long to wait for the OS to stop us once a reboot is requested "
+                             f"(default {DEFAULT_GRACE:g})")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def read_config(path: Path) -> Dict[str, str]:
+    """``key = value`` lines; ConfigError names the file and line of anything else."""
+    values: Dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return values
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected 'key = value', got {raw.strip()!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def reboot_method(paths: Paths) -> str:
+    method = read_config(paths.reboot_conf).get("method", "reboot")
+    if method not in METHODS:
+        raise ConfigError(f"{paths.reboot_conf}: method '{method}' is not one of "
+                          + ", ".join(METHODS))
+    return method
+
+
+def list_hooks(directory: Path) -> List[Path]:
+    """Executable regular files of ``directory``, in name order (others are skipped)."""
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    return [entry for entry in entries
+            if entry.is_file() and os.access(entry, os.X_OK) and not entry.name.startswith(".")]
+
+
+def run_hooks(directory: Path, hook_timeout: float, budget: float) -> None:
+    from walt_node.runner import CommandFailed, run
+
+    end = time.monotonic() + budget
+    for hook in list_hooks(directory):
+        left = end - time.monotonic()
+        if left <= 0:
+            log.warning("hooks took more than %g s; skipping %s and later ones", budget, hook)
+            return
+        try:
+            done = run([str(hook)], timeout=min(hook_timeout, left), check=True)
+            log.info("hook %s done%s", hook.name, f": {done.stdout.strip()}" if done.stdout.strip()
+                     else "")
+        except CommandFailed as error:
+            log.warning("hook %s failed, rebooting anyway: %s", hook, error)
+        except OSError as error:
+            log.warning("hook %s could not run, rebooting anyway: %s", hook, error)
+
+
+def run(args: argparse.Namespace) -> int:
+    from walt_node.reboot import kexec
+
+    started = time.monotonic()
+    paths = Paths.from_env()
+    try:
+        method = args.method or reboot_method(paths)
+    except ConfigError as error:
+        log.warning("%s; using method 'reboot'", error)
+        method = "reboot"
+    if not kexec.sync_filesystems(paths, SYNC_TIMEOUT):
+        log.warning("filesystem sync still running after %g s; going on", SYNC_TIMEOUT)
+    run_hooks(paths.reboot_hooks, args.hook_timeout, HOOKS_BUDGET)
+    if method == "kexec":
+        from walt_node.reboot.kexec_cmd import Options, kexec_reboot
+
+        # the server allows 60 s in all: keep room for the fallback reboot
+        deadline = max(KEXEC_MIN_DEADLINE, KEXEC_DEADLINE_END - (time.monotonic() - started))
+        return kexec_reboot(paths, Options(on_failure="reboot", grace=args.grace,
+                                           deadline=deadline))
+    return os_reboot(args.grace)
+
+
+def os_reboot(grace: float) -> int:
+    from walt_node.reboot import kexec
+    from walt_node.runner import CommandFailed, CommandMissing
+
+    try:
+        kexec.os_reboot()
+    except (CommandFailed, CommandMissing) as error:
+        sys.stderr.write(f"walt-reboot: reboot failed: {error}\n")
+        return 1
+    time.sleep(grace)
+    sys.stderr.write(f"walt-reboot: 'reboot' returned and the node still runs after {grace:g} s\n")
+    return 1
