@@ -1,0 +1,556 @@
+"""`walt-node mdns`: <node>.local names and WalT node discovery with python-zeroconf.
+
+WalT documents avahi-daemon + libnss-mdns for ``<node name>.local``
+(walt-protocols.md §10). This module is the pure-Python alternative for images
+without avahi: it publishes the node's A record and a ``_walt-node._tcp``
+service whose TXT records carry model, image id and MAC, resolves names,
+lists peers, and can keep a managed block of peers in /etc/hosts so that
+``ping node2.local`` works without libnss-mdns. When avahi-daemon already
+runs, ``publish`` stands aside: two responders for one host only conflict.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from walt_node.paths import Paths
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Publish this node as <hostname>.local with mDNS, resolve names, and list the
+other WalT nodes of the LAN (WalT docs: nodes reach each other as
+<node name>.local; avahi-daemon + libnss-mdns is the documented setup, this
+is its pure-Python alternative).
+
+  publish    run until stopped (the walt-mdns service): answer for
+             <hostname>.local with this node's IPv4 addresses and announce a
+             _walt-node._tcp service with TXT model=, image= (image id), mac=;
+             re-announce when an address changes. Stands aside (exit 0, says
+             why) when avahi-daemon already runs.
+  resolve NAME
+             print the IPv4 address(es) of NAME (NAME or NAME.local)
+  peers      list the WalT nodes that announce themselves, with TXT data
+
+--hosts (publish, peers): keep the peers in a managed block of /etc/hosts,
+between '# BEGIN walt-node mdns peers' and '# END walt-node mdns peers'
+lines, rewritten atomically; other lines are never touched.
+
+Examples:
+  walt-node mdns publish --hosts
+  walt-node mdns resolve node2
+  walt-node mdns peers --json
+"""
+
+SERVICE_TYPE = "_walt-node._tcp.local."
+SERVICE_PORT = 12346  # the node's request port (reboot / blink, walt-protocols.md §7)
+HOSTS_BEGIN = "# BEGIN walt-node mdns peers (managed by walt-node mdns; edits here are lost)"
+HOSTS_END = "# END walt-node mdns peers"
+DEBOUNCE = 0.5
+PEERS_REFRESH = 5.0
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NOT_FOUND = 2
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class MdnsError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ identity
+
+@dataclass(frozen=True)
+class Identity:
+    hostname: str
+    txt: Dict[str, str]
+
+
+def valid_hostname(name: str) -> bool:
+    return bool(name) and len(name) <= 253 and all(_LABEL_RE.match(p) for p in name.split("."))
+
+
+def node_identity(facts) -> Identity:
+    """Hostname and TXT data from the node facts; unknown TXT facts are left out."""
+    from walt_node.facts import FactInvalid, FactMissing
+
+    hostname = facts.hostname.split(".")[0]
+    if not valid_hostname(hostname):
+        raise MdnsError(f"hostname '{hostname}' is not a valid DNS label: fix /etc/hostname")
+    txt: Dict[str, str] = {}
+    for key, fact in (("model", "model"), ("image", "image_id"), ("mac", "mac")):
+        try:
+            txt[key] = str(getattr(facts, fact))
+        except (FactMissing, FactInvalid) as error:
+            log.warning("TXT %s left out: %s", key, error)
+    return Identity(hostname, txt)
+
+
+def local_ipv4_addresses(interface: Optional[str] = None) -> List[str]:
+    """IPv4 addresses of this host, loopback and link-local excluded."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = None
+        if interface:
+            found = ipr.link_lookup(ifname=interface)
+            if not found:
+                raise MdnsError(f"no network interface named '{interface}'")
+            index = found[0]
+        addresses = []
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            if index is not None and msg["index"] != index:
+                continue
+            address = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
+            if not (address.is_loopback or address.is_link_local):
+                addresses.append(str(address))
+    return sorted(set(addresses))
+
+
+# ------------------------------------------------------------------ avahi
+
+def avahi_owner(paths: Paths) -> Optional[str]:
+    """A description of the running avahi-daemon, or None if there is none."""
+    run_dir = paths.run_avahi_daemon
+    try:
+        pid = int((run_dir / "pid").read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None:
+        try:  # live /proc: the pid file may be stale
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            comm = ""
+        if comm.startswith("avahi-daemon"):
+            return f"avahi-daemon (pid {pid}, {run_dir / 'pid'})"
+    sock_path = run_dir / "socket"
+    if sock_path.exists():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            try:
+                sock.connect(str(sock_path))
+                return f"avahi-daemon (listening on {sock_path})"
+            except OSError:
+                pass
+    return None
+
+
+# ------------------------------------------------------------------ zeroconf
+
+def new_zeroconf(interface_addresses: Optional[Sequence[str]] = None):
+    from zeroconf import InterfaceChoice, IPVersion, Zeroconf
+
+    interfaces = list(interface_addresses) if interface_addresses else InterfaceChoice.All
+    return Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+
+
+def service_info(identity: Identity, addresses: Sequence[str]):
+    from zeroconf import ServiceInfo
+
+    return ServiceInfo(
+        SERVICE_TYPE,
+        f"{identity.hostname}.{SERVICE_TYPE}",
+        port=SERVICE_PORT,
+        properties=dict(identity.txt),
+        server=f"{identity.hostname}.local.",
+        addresses=[socket.inet_aton(a) for a in addresses],
+    )
+
+
+def fqdn(name: str) -> str:
+    name = name.rstrip(".")
+    if not name.endswith(".local"):
+        name += ".local"
+    return name + "."
+
+
+def resolve(name: str, timeout: float, zc=None) -> List[str]:
+    """IPv4 addresses of ``name`` (.local added if missing), by multicast A queries."""
+    from zeroconf import DNSOutgoing, DNSQuestion, current_time_millis
+    from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_A
+
+    target = fqdn(name)
+    own = zc is None
+    zc = zc or new_zeroconf()
+    try:
+        deadline = time.monotonic() + timeout
+        next_query, interval = time.monotonic(), 1.0
+        while True:
+            now_ms = current_time_millis()  # zeroconf's own clock for record expiry
+            records = [r for r in zc.cache.get_all_by_details(target, _TYPE_A, _CLASS_IN)
+                       if not r.is_expired(now_ms)]
+            if records:
+                return sorted({socket.inet_ntoa(r.address) for r in records})
+            now = time.monotonic()
+            if now >= deadline:
+                return []
+            if now >= next_query:  # RFC 6762 §5.2: retry after 1 s, then double
+                out = DNSOutgoing(_FLAGS_QR_QUERY)
+                out.add_question(DNSQuestion(target, _TYPE_A, _CLASS_IN))
+                zc.send(out)
+                next_query, interval = now + interval, interval * 2
+            time.sleep(0.05)
+    finally:
+        if own:
+            zc.close()
+
+
+@dataclass
+class Peer:
+    name: str
+    hostname: str
+    addresses: List[str]
+    txt: Dict[str, str]
+
+
+def _decode(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def peer_from_info(info) -> Peer:
+    return Peer(
+        name=info.name[: -len(SERVICE_TYPE) - 1] if info.name.endswith("." + SERVICE_TYPE) else info.name,
+        hostname=(info.server or "").rstrip("."),
+        addresses=sorted(a for a in info.parsed_addresses() if ":" not in a),
+        txt={_decode(k): _decode(v) for k, v in (info.properties or {}).items()},
+    )
+
+
+class PeerWatcher:
+    """Browses _walt-node._tcp; `changed` is set whenever the set of services moves."""
+
+    def __init__(self, zc):
+        from zeroconf import ServiceBrowser
+
+        self.zc = zc
+        self.names: Dict[str, None] = {}
+        self.lock = threading.Lock()
+        self.changed = threading.Event()
+        self.browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[self._on_change])
+
+    def _on_change(self, zeroconf, service_type, name, state_change) -> None:
+        from zeroconf import ServiceStateChange
+
+        with self.lock:
+            if state_change is ServiceStateChange.Removed:
+                self.names.pop(name, None)
+            else:
+                self.names[name] = None
+        self.changed.set()
+
+    def peers(self, timeout: float = 1.5) -> List[Peer]:
+        with self.lock:
+            names = list(self.names)
+        found = []
+        for name in names:
+            info = self.zc.get_service_info(SERVICE_TYPE, name, timeout=int(timeout * 1000))
+            if info is not None:
+                found.append(peer_from_info(info))
+        return sorted(found, key=lambda p: p.name)
+
+    def close(self) -> None:
+        self.browser.cancel()
+
+
+# ------------------------------------------------------------------ /etc/hosts
+
+class HostsFileError(RuntimeError):
+    pass
+
+
+def hosts_entries(peers: Sequence[Peer]) -> List[Tuple[str, List[str]]]:
+    """(ip, names) lines for peers whose data is safe to write (names from the network!)."""
+    entries = []
+    for peer in peers:
+        host = peer.hostname[: -len(".local")] if peer.hostname.endswith(".local") else peer.hostname
+        if not valid_hostname(host):
+            log.warning("peer %r announces an unusable host name %r: left out of the hosts file",
+                        peer.name, peer.hostname)
+            continue
+        for address in peer.addresses:
+            try:
+                ip = str(ipaddress.IPv4Address(address))
+            except ValueError:
+                continue
+            entries.append((ip, [f"{host}.local", host]))
+    return sorted(entries)
+
+
+def render_hosts(text: str, entries: Sequence[Tuple[str, List[str]]]) -> str:
+    """``text`` with the managed block replaced by ``entries`` (removed when empty).
+
+    Lines outside the block are kept byte for byte. A BEGIN without END (or
+    the reverse) means someone edited the markers: refuse rather than guess.
+    """
+    lines = text.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.rstrip("\n") == HOSTS_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\n") == HOSTS_END]
+    if len(begins) > 1 or len(ends) > 1 or len(begins) != len(ends) or (begins and ends[0] < begins[0]):
+        raise HostsFileError("the walt-node block markers are damaged (BEGIN/END lines missing, "
+                             "repeated or out of order): fix or remove them by hand")
+    if begins:
+        position = begins[0]
+        del lines[begins[0]: ends[0] + 1]
+    else:
+        position = len(lines)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+    if entries:
+        block = [HOSTS_BEGIN + "\n"] + [f"{ip}\t{' '.join(names)}\n" for ip, names in entries]
+        lines[position:position] = block + [HOSTS_END + "\n"]
+    return "".join(lines)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers see the old or the new file, never half."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        stat = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, stat.st_mode & 0o7777 if stat else 0o644)
+        if stat:
+            os.chown(tmp, stat.st_uid, stat.st_gid)
+        os.replace(tmp, path)
+    except OSError as error:
+        os.unlink(tmp)
+        if error.errno in (16, 18):  # EBUSY / EXDEV: a bind-mounted file (containers)
+            log.info("%s is a mount point: rewriting it in place", path)
+            path.write_text(text)
+            return
+        raise
+
+
+def update_hosts(path: Path, peers: Sequence[Peer]) -> bool:
+    """Rewrite the managed block if it changed; True if the file was written."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        text = ""
+    new = render_hosts(text, hosts_entries(peers))
+    if new == text:
+        return False
+    write_atomically(path, new)
+    return True
+
+
+# ------------------------------------------------------------------ publisher
+
+class Publisher:
+    """Keeps the node's service registered with its current addresses."""
+
+    def __init__(self, identity: Identity, addresses: Callable[[], List[str]],
+                 zeroconf_factory: Callable[[], Any] = new_zeroconf):
+        self.identity = identity
+        self.addresses = addresses
+        self.factory = zeroconf_factory
+        self.zc = None
+        self.info = None
+        self.published: List[str] = []
+
+    def refresh(self) -> None:
+        """(Re)register if the addresses changed since the last registration."""
+        current = self.addresses()
+        if current == self.published and self.zc is not None:
+            return
+        self.stop()
+        if not current:
+            log.warning("no IPv4 address yet: %s.local is not published", self.identity.hostname)
+            self.published = []
+            return
+        from zeroconf import NonUniqueNameException
+
+        # a fresh Zeroconf joins the multicast group on the interfaces as they are now
+        self.zc = self.factory()
+        self.info = service_info(self.identity, current)
+        try:
+            self.zc.register_service(self.info, allow_name_change=False)
+        except NonUniqueNameException:
+            self.stop()
+            raise MdnsError(f"another host already publishes {self.identity.hostname}.local: "
+                            "give this node a unique hostname") from None
+        self.published = current
+        log.info("published %s.local -> %s (TXT %s)", self.identity.hostname, ", ".join(current),
+                 " ".join(f"{k}={v}" for k, v in sorted(self.identity.txt.items())))
+
+    def stop(self) -> None:
+        if self.zc is None:
+            return
+        try:
+            if self.info is not None:
+                self.zc.unregister_service(self.info)  # goodbye packets: peers forget us now
+        finally:
+            self.zc.close()
+            self.zc = None
+            self.info = None
+
+
+class AddressMonitor:
+    """Netlink address events (pyroute2), for a select() loop."""
+
+    def __init__(self):
+        from pyroute2 import IPRoute
+
+        self.ipr = IPRoute()
+        self.ipr.bind()
+
+    def fileno(self) -> int:
+        return self.ipr.fileno()
+
+    def drain(self) -> None:
+        self.ipr.get()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+
+def publish_forever(identity: Identity, paths: Paths, interface: Optional[str],
+                    manage_hosts: bool, stop: threading.Event) -> None:
+    publisher = Publisher(identity, lambda: local_ipv4_addresses(interface))
+    monitor = AddressMonitor()
+    watcher_zc = new_zeroconf() if manage_hosts else None
+    watcher = PeerWatcher(watcher_zc) if watcher_zc is not None else None
+    try:
+        publisher.refresh()
+        last_hosts = 0.0
+        while not stop.is_set():
+            ready, _, _ = select.select([monitor], [], [], 0.5)
+            if ready:
+                monitor.drain()
+                time.sleep(DEBOUNCE)  # an address change comes as several messages
+                monitor.drain()
+                publisher.refresh()
+            if watcher is not None and (watcher.changed.is_set()
+                                        or time.monotonic() - last_hosts > PEERS_REFRESH):
+                watcher.changed.clear()
+                last_hosts = time.monotonic()
+                _sync_hosts(paths, watcher.peers(), identity)
+    finally:
+        publisher.stop()
+        monitor.close()
+        if watcher is not None:
+            watcher.close()
+            watcher_zc.close()
+            _sync_hosts(paths, [], identity)  # stale entries are worse than none
+
+
+def _sync_hosts(paths: Paths, peers: List[Peer], identity: Identity) -> None:
+    others = [p for p in peers if p.hostname != f"{identity.hostname}.local"]
+    try:
+        if update_hosts(paths.etc_hosts, others):
+            log.info("%s: %d peer(s) in the walt-node block", paths.etc_hosts, len(others))
+    except (HostsFileError, OSError) as error:
+        log.error("cannot update %s: %s", paths.etc_hosts, error)
+
+
+# ------------------------------------------------------------------ commands
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    publish = sub.add_parser("publish", help="publish <hostname>.local until stopped",
+                             description="publish <hostname>.local and the _walt-node._tcp service")
+    publish.add_argument("--interface", metavar="IFACE", help="publish only this interface's addresses")
+    publish.add_argument("--hosts", action="store_true", help="keep peers in the /etc/hosts block")
+    resolve_cmd = sub.add_parser("resolve", help="print the address of NAME.local",
+                                 description="print the IPv4 address(es) of NAME.local")
+    resolve_cmd.add_argument("name", metavar="NAME")
+    resolve_cmd.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                             help="give up after S seconds (default 3)")
+    peers = sub.add_parser("peers", help="list WalT nodes announcing themselves",
+                           description="list the WalT nodes announcing _walt-node._tcp")
+    peers.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                       help="listen for S seconds (default 3)")
+    peers.add_argument("--json", action="store_true", help="print JSON")
+    peers.add_argument("--hosts", action="store_true", help="also write them to the /etc/hosts block")
+
+
+def _run_publish(args) -> int:
+    from walt_node.facts import FactInvalid, FactMissing, NodeFacts
+
+    paths = Paths.from_env()
+    owner = avahi_owner(paths)
+    if owner is not None:
+        print(f"walt-node mdns: {owner} already answers mDNS on this node; not publishing "
+              "(avahi publishes <hostname>.local itself; stop avahi-daemon to use walt-node's "
+              "publisher instead)", file=sys.stderr)
+        return EXIT_OK
+    try:
+        identity = node_identity(NodeFacts(paths))
+    except (FactMissing, FactInvalid, MdnsError) as error:
+        print(f"walt-node mdns: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        publish_forever(identity, paths, args.interface, args.hosts, stop)
+    except MdnsError as error:
+        print(f"walt-node mdns: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _run_resolve(args) -> int:
+    addresses = resolve(args.name, args.timeout)
+    if not addresses:
+        print(f"walt-node mdns: no answer for {fqdn(args.name).rstrip('.')} within "
+              f"{args.timeout:g} s", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    for address in addresses:
+        print(address)
+    return EXIT_OK
+
+
+def _run_peers(args) -> int:
+    zc = new_zeroconf()
+    watcher = PeerWatcher(zc)
+    try:
+        time.sleep(args.timeout)
+        peers = watcher.peers()
+    finally:
+        watcher.close()
+        zc.close()
+    if args.json:
+        print(json.dumps([asdict(p) for p in peers], indent=2))
+    elif not peers:
+        print("no WalT node announces itself")
+    else:
+        print(f"{'NAME':<20} {'ADDRESS':<16} {'MODEL':<16} {'MAC':<17}  IMAGE")
+        for p in peers:
+            print(f"{p.name:<20} {','.join(p.addresses):<16} {p.txt.get('model', ''):<16} "
+                  f"{p.txt.get('mac', ''):<17}  {p.txt.get('image', '')}")
+    if args.hosts:
+        paths = Paths.from_env()
+        try:
+            update_hosts(paths.etc_hosts, peers)
+        except (HostsFileError, OSError) as error:
+            print(f"walt-node mdns: cannot update {paths.etc_hosts}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def run(args) -> int:
+    return {"publish": _run_publish, "resolve": _run_resolve, "peers": _run_peers}[args.action](args)
