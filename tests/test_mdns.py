@@ -1,0 +1,204 @@
+"""walt-node mdns: real zeroconf in two network namespaces joined by a veth
+pair (one `walt-node mdns publish --hosts` in each), plus the /etc/hosts
+block logic and the avahi stand-aside on their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.netns import Netns, requires_netns, veth_link
+from walt_node.mdns import (
+    HOSTS_BEGIN,
+    HOSTS_END,
+    HostsFileError,
+    Peer,
+    avahi_owner,
+    hosts_entries,
+    render_hosts,
+    update_hosts,
+)
+from walt_node.paths import Paths
+
+REPO = str(Path(__file__).resolve().parents[1])
+ORIGINAL_HOSTS = "127.0.0.1\tlocalhost\n# a comment the admin wrote\n10.0.0.9 server.lan server\n"
+NODES = {
+    "a": dict(hostname="nodea", ip="10.77.0.1", model="rpi-3-b-plus", image="f00dcafe01",
+              mac="b8:27:eb:00:00:01"),
+    "b": dict(hostname="nodeb", ip="10.77.0.2", model="pc-x86-64", image="f00dcafe02",
+              mac="52:54:00:00:00:02"),
+}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def node_env(root: Path, node: dict) -> dict:
+    return dict(os.environ, PYTHONPATH=REPO, WALT_NODE_ROOT=str(root),
+                walt_node_hostname=node["hostname"], walt_node_model=node["model"],
+                walt_image_id=node["image"], walt_node_mac=node["mac"])
+
+
+def mdns(ns: Netns, env: dict, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return ns.run([sys.executable, "-m", "walt_node", "mdns", *args], env=env, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """Both namespaces running `mdns publish --hosts`; yields {key: (ns, env, root, log)}."""
+    with veth_link((f"{NODES['a']['ip']}/24", f"{NODES['b']['ip']}/24")) as (left, right, _, right_if):
+        started = {}
+        for key, ns in (("a", left), ("b", right)):
+            root = tmp_path / key
+            (root / "etc").mkdir(parents=True)
+            (root / "etc/hosts").write_text(ORIGINAL_HOSTS)
+            env = node_env(root, NODES[key])
+            log = open(tmp_path / f"{key}.log", "w")
+            proc = ns.popen([sys.executable, "-m", "walt_node", "mdns", "publish", "--hosts"],
+                            env=env, stdout=log, stderr=log)
+            started[key] = dict(ns=ns, env=env, root=root, proc=proc, log=log, ifname=right_if)
+        try:
+            yield started
+        finally:
+            for node in started.values():
+                node["log"].close()
+
+
+@pytest.mark.root
+@requires_netns
+def test_two_nodes_resolve_each_other_list_peers_and_keep_hosts(two_nodes):
+    a, b = two_nodes["a"], two_nodes["b"]
+
+    done = mdns(a["ns"], a["env"], "resolve", "nodeb", "--timeout", "8")
+    assert (done.returncode, done.stdout) == (0, "10.77.0.2\n"), done.stderr
+    done = mdns(b["ns"], b["env"], "resolve", "nodea.local", "--timeout", "8")
+    assert (done.returncode, done.stdout) == (0, "10.77.0.1\n"), done.stderr
+
+    done = mdns(a["ns"], a["env"], "peers", "--json", "--timeout", "2")
+    assert done.returncode == 0, done.stderr
+    peers = {p["name"]: p for p in json.loads(done.stdout)}
+    for key in ("a", "b"):
+        node = NODES[key]
+        assert peers[node["hostname"]] == {
+            "name": node["hostname"], "hostname": f"{node['hostname']}.local", "addresses": [node["ip"]],
+            "txt": {"model": node["model"], "image": node["image"], "mac": node["mac"]}}
+
+    # each node's managed block holds the other, and the admin's lines stay as they were
+    expected_a = ORIGINAL_HOSTS + f"{HOSTS_BEGIN}\n10.77.0.2\tnodeb.local nodeb\n{HOSTS_END}\n"
+    assert wait_until(lambda: (a["root"] / "etc/hosts").read_text() == expected_a, 15), \
+        (a["root"] / "etc/hosts").read_text()
+    assert wait_until(lambda: "10.77.0.1\tnodea.local nodea\n" in (b["root"] / "etc/hosts").read_text(), 15)
+
+    # an address change on node b is published again and reaches node a
+    b["ns"].run(["ip", "addr", "add", "10.77.0.12/24", "dev", b["ifname"]])
+
+    def a_sees_new_address() -> bool:
+        done = mdns(a["ns"], a["env"], "resolve", "nodeb", "--timeout", "3")
+        return "10.77.0.12" in done.stdout
+
+    assert wait_until(a_sees_new_address, 20, step=0.5)
+    assert wait_until(lambda: "10.77.0.12\tnodeb.local nodeb\n" in (a["root"] / "etc/hosts").read_text(), 20)
+
+    # stopping a publisher removes its block and leaves the file as the admin wrote it
+    a["proc"].terminate()
+    assert a["proc"].wait(timeout=15) == 0
+    assert (a["root"] / "etc/hosts").read_text() == ORIGINAL_HOSTS
+
+
+@pytest.mark.root
+@requires_netns
+def test_resolve_unknown_name_fails_within_its_timeout(tmp_path):
+    with veth_link(("10.78.0.1/24", "10.78.0.2/24")) as (left, _, _, _):
+        started = time.monotonic()
+        done = mdns(left, node_env(tmp_path, NODES["a"]), "resolve", "nobody", "--timeout", "1.5")
+        assert done.returncode == 2
+        assert "no answer for nobody.local within 1.5 s" in done.stderr
+        assert time.monotonic() - started < 15
+
+
+# ------------------------------------------------------------ avahi stand-aside
+
+def test_publish_stands_aside_when_avahi_listens(tmp_path):
+    run_dir = tmp_path / "run/avahi-daemon"
+    run_dir.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as avahi:
+        avahi.bind(str(run_dir / "socket"))
+        avahi.listen(1)
+        assert avahi_owner(Paths(tmp_path)) == f"avahi-daemon (listening on {run_dir / 'socket'})"
+        done = subprocess.run([sys.executable, "-m", "walt_node", "mdns", "publish"],
+                              env=node_env(tmp_path, NODES["a"]), timeout=20, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "already answers mDNS on this node; not publishing" in done.stderr
+
+
+def test_avahi_pid_file_counts_only_for_a_live_avahi_process(tmp_path):
+    run_dir = tmp_path / "run/avahi-daemon"
+    run_dir.mkdir(parents=True)
+    assert avahi_owner(Paths(tmp_path)) is None
+    (run_dir / "pid").write_text(f"{os.getpid()}\n")  # alive, but not avahi: a stale, reused pid
+    assert avahi_owner(Paths(tmp_path)) is None
+    fake = tmp_path / "avahi-daemon"
+    fake.symlink_to("/bin/sleep")  # the kernel names the process after the path it ran
+    proc = subprocess.Popen([str(fake), "30"])
+    try:
+        (run_dir / "pid").write_text(f"{proc.pid}\n")
+        assert avahi_owner(Paths(tmp_path)) == f"avahi-daemon (pid {proc.pid}, {run_dir / 'pid'})"
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    (run_dir / "socket").write_text("")  # a leftover file, nobody listening
+    assert avahi_owner(Paths(tmp_path)) is None
+
+
+# ------------------------------------------------------------ /etc/hosts block
+
+def peer(host: str, *addresses: str) -> Peer:
+    return Peer(name=host, hostname=f"{host}.local", addresses=list(addresses), txt={})
+
+
+def test_hosts_block_is_added_replaced_and_removed_without_touching_other_lines(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost")  # no final newline
+    hosts.chmod(0o644)
+    assert update_hosts(hosts, [peer("n2", "10.0.0.2")])
+    assert hosts.read_text() == f"127.0.0.1 localhost\n{HOSTS_BEGIN}\n10.0.0.2\tn2.local n2\n{HOSTS_END}\n"
+    with open(hosts, "a") as f:
+        f.write("10.9.9.9 added-later\n")
+    assert update_hosts(hosts, [peer("n3", "10.0.0.3"), peer("n2", "10.0.0.2")])
+    assert hosts.read_text() == (f"127.0.0.1 localhost\n{HOSTS_BEGIN}\n10.0.0.2\tn2.local n2\n"
+                                 f"10.0.0.3\tn3.local n3\n{HOSTS_END}\n10.9.9.9 added-later\n")
+    assert not update_hosts(hosts, [peer("n2", "10.0.0.2"), peer("n3", "10.0.0.3")])  # unchanged: no write
+    assert update_hosts(hosts, [])
+    assert hosts.read_text() == "127.0.0.1 localhost\n10.9.9.9 added-later\n"
+    assert oct(hosts.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts"]  # no temporary file left
+
+
+def test_hosts_block_refuses_damaged_markers():
+    for text in (f"{HOSTS_BEGIN}\n1.2.3.4 x\n", f"{HOSTS_END}\n{HOSTS_BEGIN}\n",
+                 f"{HOSTS_BEGIN}\n{HOSTS_END}\n{HOSTS_BEGIN}\n{HOSTS_END}\n"):
+        with pytest.raises(HostsFileError, match="markers are damaged"):
+            render_hosts(text, [])
+
+
+def test_hostile_peer_names_and_addresses_never_reach_the_hosts_file():
+    entries = hosts_entries([
+        peer("evil\n0.0.0.0 bank.example", "10.0.0.66"),
+        peer("spaced name", "10.0.0.67"),
+        peer("ok-node", "10.0.0.5", "not-an-ip", "fe80::1"),
+    ])
+    assert entries == [("10.0.0.5", ["ok-node.local", "ok-node"])]
