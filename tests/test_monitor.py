@@ -56,6 +56,7 @@ def test_line_splitter_strips_terminal_cr_and_keeps_everything_else() -> None:
 
 def test_stream_name_and_exit_status() -> None:
     assert stream_name("/usr/bin/python3", 42) == "python3.42.monitor"
+    assert stream_name("/tmp/my prog\tv2", 7) == "my_prog_v2.7.monitor"
     assert exit_status(3) == 3
     assert exit_status(-signal.SIGKILL) == 137
 
@@ -98,6 +99,14 @@ def test_command_not_found_is_a_clear_error_and_runs_nothing(sim: Simulator,
     assert b"command not found: 'no-such-command-xyz'" in done.stderr
     time.sleep(0.3)
     assert [r for r in sim.log_records() if r.stream.endswith(".monitor")] == []
+
+
+def test_invalid_stream_option_runs_nothing(tmp_path: Path, sim_node_root: Path) -> None:
+    marker = tmp_path / "ran"
+    done = run_monitor(["--stream", "two words", "touch", str(marker)])
+    assert done.returncode == 2
+    assert b"invalid log stream name 'two words'" in done.stderr
+    assert not marker.exists()
 
 
 def test_background_child_keeping_the_pty_does_not_hold_the_monitor(sim: Simulator,

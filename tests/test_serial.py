@@ -87,6 +87,7 @@ def test_malformed_directives_and_format_errors_are_counted_and_skipped(
     feed(protocol, "LOGSTART",
          "LOGDEF only three fields",
          "LOGDEF s P: , {0",          # unbalanced brace
+         "LOGDEF s\x1b[2J P: , {0}",   # a control character in the stream name
          "LOGVAR 9lives x",           # not an identifier
          "LOGVAR lonely",
          "LOGSTART now",
@@ -101,7 +102,7 @@ def test_malformed_directives_and_format_errors_are_counted_and_skipped(
         feed(protocol, "P:only-one")
     assert [text for _, text, _ in emitted] == ["a-b-C"]
     assert protocol.problems.counts == {
-        "malformed LOGDEF": 2,
+        "malformed LOGDEF": 3,
         "malformed LOGVAR": 2,
         "malformed LOGSTART": 1,
         "line not matching the format of stream 's'": 14,

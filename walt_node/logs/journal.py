@@ -96,6 +96,8 @@ def parse_config(text: str, where: str) -> Dict[str, str]:
         if len(fields) != 2:
             raise ConfigError(f"{where}:{number}: expected '<unit> <stream>', got {raw.strip()!r}")
         unit, stream = unit_name(fields[0]), fields[1]
+        if not stream.isprintable():
+            raise ConfigError(f"{where}:{number}: control characters in stream name {stream!r}")
         if unit in routes:
             raise ConfigError(f"{where}:{number}: unit '{unit}' is already forwarded to "
                               f"stream '{routes[unit]}'; keep one line per unit")

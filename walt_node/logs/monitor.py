@@ -92,8 +92,17 @@ class LineSplitter:
 
 
 def stream_name(command: str, pid: int) -> str:
+    """``<command basename>.<pid>.monitor``; blanks and control characters become '_'."""
     name = os.path.basename(command.rstrip("/")) or "command"
-    return f"{name.replace(chr(10), ' ')}.{pid}.monitor"
+    name = "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
+    return f"{name}.{pid}.monitor"
+
+
+def stream_problem(name: str) -> str:
+    """Why ``name`` cannot be a log stream name ("" if it can)."""
+    if not name or any(c.isspace() or not c.isprintable() for c in name):
+        return f"invalid log stream name {name!r}: use a non-empty name without blanks or control characters"
+    return ""
 
 
 def exit_status(returncode: int) -> int:
@@ -143,6 +152,8 @@ class Monitor:
         self.input_fd = input_fd
         self.output_fd: Optional[int] = output_fd
         self.interactive = os.isatty(input_fd)
+        # the pty turns LF into CRLF only for a user's terminal we set raw; else bytes pass unchanged
+        self.translate_newlines = self.interactive and os.isatty(output_fd)
         self.master = -1
         self.process: Optional[subprocess.Popen] = None
 
@@ -152,7 +163,7 @@ class Monitor:
         try:
             rows, cols = terminal_size() or DEFAULT_SIZE
             set_terminal_size(slave, rows, cols)
-            if not self.interactive:
+            if not self.translate_newlines:
                 disable_output_translation(slave)
             self.process = subprocess.Popen(
                 self.argv,
@@ -279,6 +290,10 @@ def run(args) -> int:
     from walt_node import log as walt_log  # the background sender starts only when needed
 
     stream = args.stream or stream_name(argv[0], os.getpid())
+    problem = stream_problem(stream)
+    if problem:
+        sys.stderr.write(f"{prog}: {problem}. Nothing was run.\n")
+        return 2
     monitor = Monitor(argv, on_line=lambda line: walt_log.echo(stream, line))
     try:
         monitor.start()

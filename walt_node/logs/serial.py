@@ -138,6 +138,9 @@ class MoteProtocol:
                                  f"{text!r} (expected: LOGDEF <stream> <prefix> <separator> <format>)")
             return
         _, stream, prefix, separator, fmt = parts
+        if not stream.isprintable():
+            self.problems.report("malformed LOGDEF", f"{text!r}: control characters in the stream name")
+            return
         problem = _format_problem(fmt)
         if problem:
             self.problems.report("malformed LOGDEF", f"{text!r}: bad format: {problem}")
