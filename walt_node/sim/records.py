@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 
 class LogRecord(NamedTuple):
@@ -38,13 +38,33 @@ def format_realtime(record: LogRecord) -> str:
     return f"{clock} {record.issuer}.{record.stream} -> {record.line}"
 
 
+_json_string = json.encoder.encode_basestring_ascii  # C-accelerated: log lines are many
+
+
 def record_to_json(record: Any) -> str:
     if isinstance(record, LogRecord):
-        data: Dict[str, Any] = {"kind": "log", **record._asdict()}
-    else:
-        data = {"kind": "api", **record._asdict()}
+        return logs_to_jsonl([record])[:-1]
+    data: Dict[str, Any] = {"kind": "api", **record._asdict()}
     # API arguments may hold values JSON lacks (bytes, sets): keep their repr
-    return json.dumps(data, default=repr, ensure_ascii=False)
+    return json.dumps(data, default=repr)
+
+
+def logs_to_jsonl(records: Sequence[LogRecord]) -> str:
+    """JSON lines for log records, built by hand: json.dumps of a dict per line would
+    cost the logs port half its throughput. A receiver's batch shares issuer, stream
+    and reception time, so their JSON is built once per run of identical objects."""
+    parts: List[str] = []
+    issuer = stream = received = None
+    head = tail = ""
+    for record in records:
+        if record.issuer is not issuer or record.stream is not stream \
+                or record.received is not received:
+            issuer, stream, received = record.issuer, record.stream, record.received
+            head = (f'{{"kind": "log", "issuer": {_json_string(issuer)}, '
+                    f'"stream": {_json_string(stream)}, "ts": ')
+            tail = f', "received": {received!r}}}\n'
+        parts.append(f'{head}{record.ts!r}, "line": {_json_string(record.line)}{tail}')
+    return "".join(parts)
 
 
 def record_from_json(text: str) -> Optional[Any]:
@@ -70,7 +90,7 @@ class Records:
         self._file: Optional[IO[str]] = None
         self.path = Path(path) if path is not None else None
         if self.path is not None:
-            self._file = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
+            self._file = open(self.path, "a", encoding="utf-8")
         self._show = show_logs
 
     def add_logs(self, records: Sequence[LogRecord]) -> None:
@@ -78,7 +98,9 @@ class Records:
             return
         with self._changed:
             self._logs.extend(records)
-            self._write(records)
+            if self._file is not None:
+                self._file.write(logs_to_jsonl(records))
+                self._file.flush()
             if self._show is not None:
                 self._show.write("".join(format_realtime(r) + "\n" for r in records))
                 self._show.flush()
@@ -87,13 +109,10 @@ class Records:
     def add_call(self, call: ApiCall) -> None:
         with self._changed:
             self._calls.append(call)
-            self._write([call])
+            if self._file is not None:
+                self._file.write(record_to_json(call) + "\n")
+                self._file.flush()
             self._changed.notify_all()
-
-    def _write(self, records: Iterable[Any]) -> None:
-        if self._file is not None:
-            self._file.write("".join(record_to_json(r) + "\n" for r in records))
-            self._file.flush()
 
     def logs(self) -> List[LogRecord]:
         with self._changed:
