@@ -51,7 +51,7 @@ def test_the_expected_units_ship_with_the_package() -> None:
 def test_every_unit_has_its_kill_switch_install_target_and_placeholder(path: Path) -> None:
     unit = parse(path)
     name = path.name[: -len(".service")]
-    assert unit["Unit"]["ConditionPathExists"] == [f"!/etc/walt/{name}.disabled"]
+    assert unit["Unit"]["ConditionPathExists"][0] == f"!/etc/walt/{name}.disabled"
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     exec_start = unit["Service"]["ExecStart"][0]
     assert exec_start.lstrip("-").startswith("@WALT_NODE@ ")
@@ -67,12 +67,17 @@ def test_every_unit_runs_an_existing_walt_node_command(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", UNIT_FILES, ids=lambda p: p.name)
-def test_daemons_restart_and_wait_for_the_network(path: Path) -> None:
+def test_daemons_restart_without_looping_forever_and_wait_for_the_network(path: Path) -> None:
     unit = parse(path)
     service = unit["Service"]
     if service.get("Type") == ["oneshot"]:
         return  # covered by the swap test
-    assert service["Restart"] == ["always"]
+    assert service["Restart"][0] in ("always", "on-failure")
+    # a crash loop is slowed down, and given up unless the unit says never to
+    assert int(service["RestartSec"][0]) >= 2
+    interval = int(unit["Unit"]["StartLimitIntervalSec"][0])
+    if interval:  # bursts of restarts fit in the interval, so the limit can trigger
+        assert int(unit["Unit"]["StartLimitBurst"][0]) * int(service["RestartSec"][0]) < interval
     after = " ".join(unit["Unit"]["After"])
     assert "network-online.target" in after or "network.target" in after
 
@@ -81,6 +86,7 @@ def test_logs_daemon_is_notify_with_watchdog_and_unsandboxed_tmp() -> None:
     service = parse(UNITS_DIR / "walt-logs.service")["Service"]
     assert service["Type"] == ["notify"]
     assert int(service["WatchdogSec"][0]) > 0
+    assert service["Restart"] == ["always"]
     # monitored commands use FIFOs in the real /tmp and write anywhere
     for option in ("PrivateTmp", "ProtectSystem", "ProtectHome"):
         assert option not in service
@@ -90,6 +96,17 @@ def test_lldp_report_follows_lldpd() -> None:
     unit = parse(UNITS_DIR / "walt-lldp-report.service")["Unit"]
     assert "lldpd.service" in " ".join(unit["After"]).split()
     assert "lldpd.service" in " ".join(unit["Wants"]).split()
+
+
+def test_mdns_stays_stopped_when_it_stands_aside_for_avahi() -> None:
+    service = parse(UNITS_DIR / "walt-mdns.service")["Service"]
+    assert service["Restart"] == ["on-failure"]  # `mdns publish` exits 0 when avahi runs
+
+
+def test_journal_forward_waits_for_its_configuration() -> None:
+    unit = parse(UNITS_DIR / "walt-journal-forward.service")
+    assert "/etc/walt/journal-forward.conf" in unit["Unit"]["ConditionPathExists"]
+    assert unit["Service"]["RestartPreventExitStatus"] == ["1"]
 
 
 def test_nbd_swap_never_fails_nor_holds_the_boot() -> None:
@@ -119,7 +136,7 @@ def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     """Guard for the test above: a bad value only warns (status 0), hence its empty-stderr check."""
     broken = tmp_path / "walt-broken.service"
-    text = (UNITS_DIR / "walt-mdns.service").read_text().replace("@WALT_NODE@", HOST_WALT_NODE)
+    text = (UNITS_DIR / "walt-logs.service").read_text().replace("@WALT_NODE@", HOST_WALT_NODE)
     broken.write_text(text.replace("Restart=always", "Restart=sometimes"))
     done = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True,
                           text=True, timeout=120)
