@@ -300,3 +300,17 @@ def test_fake_tftp_missing_file_and_unknown_node(sim: Simulator) -> None:
     # the logs port still works afterwards
     assert fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/kernel").startswith(b"sample kernel")
 
+
+
+def test_sim_node_root_facts_lead_to_the_simulator(sim: Simulator, sim_node_root: Path) -> None:
+    from walt_node.facts import NodeFacts
+
+    node = NodeFacts()  # WALT_NODE_ROOT comes from the fixture
+    server = node.server()
+    assert (server.logs_port, server.rpc_port, server.http_port) == \
+        (sim.logs_port, sim.rpc_port, sim.http_port)
+    with LogStream(server.ip, server.logs_port, "facts") as stream:
+        stream.send([(time.time(), f"image {node.image_id}")])
+    (record,) = sim.wait_for_logs(lambda recs: len(recs) >= 1)
+    assert record.line == f"image {DEFAULT_IMAGE_ID}"
+    assert WebApi(server.ip, server.http_port).node(node.mac)["image"] == DEFAULT_IMAGE
