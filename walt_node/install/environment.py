@@ -61,8 +61,10 @@ def default_walt_node(env: PythonEnv) -> str:
     if env.in_venv:
         return os.path.join(env.prefix, "bin", "walt-node")
     candidates = [
+        # first: next to the interpreter (the Debian package's /usr/bin), since
+        # Debian's sysconfig names /usr/local/bin, where our own links may be
+        os.path.join(os.path.dirname(env.executable), "walt-node"),
         os.path.join(sysconfig.get_path("scripts"), "walt-node"),
-        os.path.join(os.path.dirname(env.executable), "walt-node"),  # Debian: /usr/bin
     ]
     for candidate in candidates:
         if os.access(candidate, os.X_OK):
