@@ -1,0 +1,344 @@
+"""walt-ipxe-kexec-reboot end to end: the real command against the simulator, with
+recorder programs (kexec, reboot, systemctl) first on PATH proving what ran."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+from test_kexec_lib import (
+    DEFAULT_IMAGE,
+    MAC,
+    OTHER_ID,
+    OTHER_IMAGE,
+    SIM_GATEWAY,
+    SIM_NETMASK,
+    Recorder,
+    dead_port,
+    expected_cmdline,
+    fixture_config,
+    model_file,
+    prepare_node_root,
+    run_walt_node,
+    sha256,
+    staged_initrd_hash,
+)
+
+from walt_node.reboot.binding import parse_allow, same_image_id
+from walt_node.reboot.kexec import initrd_kind, kernel_kind
+from walt_node.sim import SimImage, Simulator
+
+KEXEC = ["ipxe-kexec-reboot", "--grace", "0.3"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(fixture_config(), host="127.0.0.1") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Recorder:
+    return Recorder(tmp_path)
+
+
+@pytest.fixture
+def root(tmp_path: Path, sim: Simulator) -> Path:
+    return prepare_node_root(tmp_path / "root", sim)
+
+
+def kexec_load(recorder: Recorder) -> dict:
+    loads = [call for call in recorder.calls() if call["prog"] == "kexec" and call["args"][:1] == ["-l"]]
+    assert len(loads) == 1, recorder.argvs()
+    return loads[0]
+
+
+def assert_loaded(recorder: Recorder, image: str, cmdline: str) -> None:
+    call = kexec_load(recorder)
+    kernel, initrd = call["args"][1], call["args"][3]
+    assert call["args"][2] == "--initrd" and call["args"][4:] == ["--command-line", cmdline]
+    assert call["files"][kernel] == sha256(model_file(image, "vmlinuz"))
+    assert call["files"][initrd] == staged_initrd_hash(image)
+
+
+def assert_no_kexec_then_reboot(recorder: Recorder, done) -> None:
+    assert not recorder.jumped(), recorder.argvs()
+    assert not any(argv[:2] == ["kexec", "-l"] for argv in recorder.argvs())
+    assert recorder.argvs()[-1] == ["reboot"]
+    assert done.returncode == -9  # the recorder 'reboot' stopped it, as a real reboot would
+
+
+def stream_lines(sim: Simulator) -> str:
+    return "\n".join(record.line for record in sim.log_records() if record.stream == "walt-reboot")
+
+
+# ------------------------------------------------------------ the safe cases: kexec
+
+def test_unchanged_binding_kexecs_the_same_image(sim, root, recorder) -> None:
+    done = run_walt_node(KEXEC, root, recorder)
+    assert done.returncode == -9, done.stdout  # stopped by 'kexec -e', never returned
+    assert_loaded(recorder, "default", expected_cmdline())
+    assert recorder.argvs()[-1] == ["kexec", "-e"]
+    assert "the reboot keeps the image " + DEFAULT_IMAGE in done.stdout
+    assert "keeps the image" in stream_lines(sim)
+
+
+def test_changed_binding_kexecs_the_newly_bound_image_and_says_so(sim, root, recorder) -> None:
+    sim.bind(MAC, OTHER_IMAGE)
+    done = run_walt_node(KEXEC, root, recorder)
+    assert done.returncode == -9, done.stdout
+    assert_loaded(recorder, "other", expected_cmdline("other"))
+    assert "CHANGES the image: booted a1b2c3d4e5f6" in done.stdout
+    assert OTHER_ID in done.stdout
+    sim.wait_for_logs(lambda records: "CHANGES the image" in stream_lines(sim), timeout=5)
+
+
+def test_web_api_down_uses_the_api_session_and_tftp(sim, tmp_path, recorder) -> None:
+    root = prepare_node_root(tmp_path / "root", sim, http_port=dead_port())
+    done = run_walt_node(KEXEC, root, recorder)
+    assert done.returncode == -9, done.stdout
+    # the binding and network settings came from VSAPI; files over fake TFTP (the || fallbacks)
+    assert "VSAPI get_device_info" in done.stdout
+    assert "whether that is the booted image is unknown" in done.stdout
+    assert_loaded(recorder, "default", expected_cmdline(gateway=SIM_GATEWAY, netmask=SIM_NETMASK))
+    assert "kernel:  /vmlinuz" in done.stdout
+
+
+def test_hybrid_mode_asks_systemd_for_a_clean_kexec(sim, tmp_path, recorder) -> None:
+    root = prepare_node_root(tmp_path / "root", sim, boot_mode="hybrid-persistent")
+    done = run_walt_node(KEXEC, root, recorder)
+    assert done.returncode == -9, done.stdout
+    assert_loaded(recorder, "default", expected_cmdline())
+    assert recorder.argvs()[-1] == ["systemctl", "kexec"]
+    assert ["kexec", "-e"] not in recorder.argvs()
+
+
+def test_systemctl_kexec_returning_means_wait_then_fail(sim, tmp_path, recorder) -> None:
+    root = prepare_node_root(tmp_path / "root", sim, boot_mode="hybrid-volatile")
+    started = time.monotonic()
+    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STOPS_CALLER": ""})
+    assert done.returncode == 1
+    assert time.monotonic() - started >= 0.3  # it waited --grace for the shutdown
+    assert "still running after 0.3 s" in done.stdout
+
+
+# ------------------------------------------------------------ the unsafe cases: no jump
+
+def test_node_unknown(sim, tmp_path, recorder) -> None:
+    root = prepare_node_root(tmp_path / "root", sim, mac="52:54:00:00:00:99")
+    done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "does not know a node with MAC 52:54:00:00:00:99" in done.stdout
+
+
+def test_server_down(sim, root, recorder) -> None:
+    sim.stop()
+    started = time.monotonic()
+    done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "the server cannot be asked" in done.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_server_down_with_on_failure_exit(sim, root, recorder) -> None:
+    sim.stop()
+    done = run_walt_node([*KEXEC, "--on-failure", "exit"], root, recorder)
+    assert done.returncode == 2
+    assert recorder.argvs() == []
+    assert "exiting (status 2)" in done.stdout
+
+
+@pytest.mark.parametrize("value", [False, "false", "maybe"])
+def test_kexec_not_allowed(sim, root, recorder, value) -> None:
+    sim.set_conf(MAC, "kexec.allow", value)
+    done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "kexec is not allowed" in done.stdout
+    assert "falling back to a normal reboot" in stream_lines(sim)
+
+
+def test_kernel_without_kexec_support(sim, tmp_path, recorder) -> None:
+    root = prepare_node_root(tmp_path / "root", sim, kexec_support=False)
+    done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "kexec_loaded is missing" in done.stdout
+
+
+def test_no_kexec_program(sim, root, recorder) -> None:
+    (recorder.bin / "kexec").unlink()
+    # keep the system's directories off PATH, so the host's real kexec is not found
+    path = f"{recorder.bin}:{Path(shutil.which('python3') or '/usr/bin/python3').parent}"
+    done = run_walt_node(KEXEC, root, recorder, {"PATH": path})
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "no 'kexec' program on PATH" in done.stdout
+
+
+@contextmanager
+def bound_to_a_changed_image(tmp_path: Path, name: str, edit) -> Iterator[Tuple[Simulator, Path]]:
+    """A simulator whose node is bound to a copy of the default image changed by
+    ``edit(model_dir)``, and a node root for it."""
+    boot = tmp_path / name / "boot"
+    shutil.copytree(Path(__file__).parent / "data" / "ipxe" / "default" / "boot", boot)
+    edit(boot / "pc-x86-64")
+    config = fixture_config()
+    fullname = f"waltplatform/{name}:latest"
+    config.images.append(SimImage(fullname=fullname, id=name * 4, boot_dir=boot))
+    config.nodes[0].image = fullname
+    with Simulator(config, host="127.0.0.1") as changed:
+        yield changed, prepare_node_root(tmp_path / "root", changed)
+
+
+def test_a_file_that_is_not_a_kernel(tmp_path, recorder) -> None:
+    def html_kernel(model_dir: Path) -> None:
+        (model_dir / "vmlinuz").write_bytes(b"<html>404 Not Found</html>\n" * 200)
+
+    with bound_to_a_changed_image(tmp_path, "badkernel", html_kernel) as (_, root):
+        done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "does not look like a kernel" in done.stdout
+
+
+def test_an_empty_initrd(tmp_path, recorder) -> None:
+    def empty_initrd(model_dir: Path) -> None:
+        (model_dir / "initrd.img").write_bytes(b"")
+
+    with bound_to_a_changed_image(tmp_path, "emptyinitrd", empty_initrd) as (_, root):
+        done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert "initrd http://127.0.0.1/boot/initrd.img is empty" in done.stdout
+
+
+def test_a_script_error_names_file_and_line(tmp_path, recorder) -> None:
+    def break_script(model_dir: Path) -> None:
+        script = model_dir / "generic" / "server-params.ipxe"
+        script.write_text(script.read_text() + "goto somewhere\n")
+
+    with bound_to_a_changed_image(tmp_path, "badscript", break_script) as (_, root):
+        done = run_walt_node(KEXEC, root, recorder)
+    assert_no_kexec_then_reboot(recorder, done)
+    assert ("iPXE script error: /generic/server-params.ipxe:5: unknown command 'goto'"
+            in done.stdout)
+
+
+def test_kexec_e_returning_unloads_and_reboots(sim, root, recorder) -> None:
+    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STOPS_CALLER": "reboot"})
+    argvs = recorder.argvs()
+    assert [argv[:2] for argv in argvs] == [["kexec", "-l"], ["kexec", "-e"], ["kexec", "-u"],
+                                            ["reboot"]]
+    assert "kexec -e returned" in done.stdout
+
+
+def test_failing_reboot_exits_non_zero_at_once(sim, root, recorder) -> None:
+    sim.stop()
+    started = time.monotonic()
+    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STATUS_REBOOT": "1",
+                                                 "WALT_TEST_STOPS_CALLER": ""})
+    assert done.returncode == 1
+    assert "reboot failed" in done.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, sim) -> None:
+    """Web and API ports that accept but never answer: the deadline ends the attempt."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    accepted = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        root = prepare_node_root(tmp_path / "root", sim, http_port=port)
+        walt_env = root / "bin" / "walt-env"
+        walt_env.write_text(walt_env.read_text().replace(f"rpc_port={sim.rpc_port}",
+                                                         f"rpc_port={port}"))
+        started = time.monotonic()
+        done = run_walt_node([*KEXEC, "--deadline", "2"], root, recorder)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(2)
+        silent.close()
+        for connection in accepted:
+            connection.close()
+    assert_no_kexec_then_reboot(recorder, done)
+    assert elapsed < 8, done.stdout
+    assert "deadline" in done.stdout or "no answer in time" in done.stdout or \
+        "timed out" in done.stdout, done.stdout
+
+
+# ------------------------------------------------------------ dry run, help
+
+def test_dry_run_prints_binding_and_plan_and_runs_nothing(sim, root, recorder) -> None:
+    done = run_walt_node([*KEXEC, "--dry-run"], root, recorder)
+    assert done.returncode == 0, done.stdout
+    assert recorder.argvs() == []
+    assert "binding check: node1: the reboot keeps the image" in done.stdout
+    assert f"cmdline: {expected_cmdline()}" in done.stdout
+    assert "kernel file:" in done.stdout and "x86 bzImage" in done.stdout
+    assert "then: kexec -e (boot mode network); dry run: nothing loaded" in done.stdout
+
+
+def test_dry_run_says_it_would_fall_back(sim, root, recorder) -> None:
+    sim.stop()
+    done = run_walt_node([*KEXEC, "--dry-run"], root, recorder)
+    assert done.returncode == 1
+    assert recorder.argvs() == []
+    assert "would fall back to: reboot" in done.stdout
+
+
+def test_help_explains_the_steps(tmp_path, recorder) -> None:
+    done = run_walt_node(["ipxe-kexec-reboot", "--help"], tmp_path, recorder)
+    assert done.returncode == 0
+    for text in ("kexec.allow", "--dry-run", "--on-failure", "systemctl kexec", "--deadline",
+                 "kexec_loaded"):
+        assert text in done.stdout
+
+
+def test_bad_option_value_is_named(tmp_path, recorder) -> None:
+    done = run_walt_node(["ipxe-kexec-reboot", "--deadline", "soon"], tmp_path, recorder)
+    assert done.returncode == 2
+    assert "'soon' is not a number of seconds" in done.stdout
+
+
+# ------------------------------------------------------------ pure helpers
+
+def test_kernel_and_initrd_signatures() -> None:
+    assert kernel_kind(model_file("default", "vmlinuz")) == "x86 bzImage"
+    arm64 = bytearray(64)
+    arm64[0x38:0x3C] = b"ARM\x64"
+    assert kernel_kind(bytes(arm64)) == "ARM64 Image"
+    zimage = bytearray(64)
+    zimage[0x24:0x28] = (0x016F2818).to_bytes(4, "little")
+    assert kernel_kind(bytes(zimage)) == "ARM zImage"
+    assert kernel_kind(b"\x7fELF" + bytes(60)) == "ELF kernel"
+    assert kernel_kind(b"#!ipxe\n" * 100) is None
+    assert initrd_kind(gzip.compress(b"x")) == "gzip"
+    assert initrd_kind(b"070701" + bytes(100)) == "cpio (newc)"
+    assert initrd_kind(b"\x28\xb5\x2f\xfd....") == "zstd"
+    assert initrd_kind(b"<html>") is None
+
+
+def test_image_ids_and_allow_values() -> None:
+    assert same_image_id("A1B2C3D4E5F6", "a1b2c3d4e5f6" + "0" * 52)
+    assert not same_image_id("a1b2", "a1b2c3d4e5f6")  # too short to trust a prefix
+    assert not same_image_id("a1b2c3d4e5f6", "f6e5d4c3b2a1")
+    assert parse_allow(None) is True and parse_allow("No") is False
+    assert parse_allow("perhaps") is None
