@@ -96,7 +96,7 @@ def test_changed_binding_kexecs_the_newly_bound_image_and_says_so(sim, root, rec
     assert done.returncode == -9, done.stdout
     assert_loaded(recorder, "other", expected_cmdline("other"))
     assert "CHANGES the image: booted a1b2c3d4e5f6" in done.stdout
-    assert OTHER_ID in done.stdout
+    assert OTHER_ID[:12] in done.stdout
     sim.wait_for_logs(lambda records: "CHANGES the image" in stream_lines(sim), timeout=5)
 
 

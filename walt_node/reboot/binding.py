@@ -55,8 +55,8 @@ class Binding:
         if keeps is True:
             verdict = f"the reboot keeps the image {self.image}"
         elif keeps is False:
-            verdict = (f"the reboot CHANGES the image: booted {self.booted_image_id}, "
-                       f"now bound to {self.image} ({self.image_id})")
+            verdict = (f"the reboot CHANGES the image: booted {self.booted_image_id[:12]}, "
+                       f"now bound to {self.image} ({self.image_id[:12]})")
         else:
             verdict = (f"the node is now bound to {self.image}; whether that is the booted image "
                        "is unknown (" + ("no image id from the server"

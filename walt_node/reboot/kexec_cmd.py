@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import tempfile
@@ -197,7 +198,6 @@ def _dmi(paths: Paths, name: str) -> str:
 class Prepared:
     boot_mode: str
     staged: object  # kexec.StagedBoot
-    blockers: List[str]
 
 
 def prepare(paths: Paths, reporter: Reporter, deadline: Deadline, workdir: Path,
@@ -252,7 +252,14 @@ def prepare(paths: Paths, reporter: Reporter, deadline: Deadline, workdir: Path,
         raise NoKexec(f"cannot write boot files to {workdir}: {error}") from None
     if blockers:
         raise NoKexec("; ".join(blockers))
-    return Prepared(boot_mode, staged, blockers)
+    # the files were served for the binding at fetch time: make sure it did not move meanwhile
+    try:
+        again = check_binding(server, mac, booted, deadline)
+    except BindingUnknown as error:
+        raise NoKexec(f"binding unknown on second check: {error}") from None
+    if again.image != binding.image:
+        raise NoKexec(f"the binding changed while preparing ({binding.image} -> {again.image})")
+    return Prepared(boot_mode, staged)
 
 
 def _indent(text: str) -> str:
@@ -287,7 +294,7 @@ def _dry_run_done(reporter: Reporter, prepared: Prepared) -> int:
     reporter.say(_indent(staged.describe()))
     reporter.say(f"would run: kexec -l {staged.kernel}"
                  + (f" --initrd {staged.initrd}" if staged.initrd else "")
-                 + f" --command-line '{staged.cmdline}'")
+                 + f" --command-line {shlex.quote(staged.cmdline)}")
     jump = "kexec -e" if prepared.boot_mode == "network" else "systemctl kexec"
     reporter.say(f"then: {jump} (boot mode {prepared.boot_mode}); dry run: nothing loaded")
     return 0
