@@ -230,6 +230,8 @@ def test_bad_flags_are_refused(tmp_path: Path) -> None:
     assert done.returncode == 1 and "'oops' is not key=value" in done.stderr
     done = walt_node("sim", "--http-port", "99999")
     assert done.returncode == 2 and "'99999' is not a port number" in done.stderr
+    done = walt_node("sim", "--records", str(tmp_path / "no-such-dir" / "r.jsonl"))
+    assert done.returncode == 1 and "cannot write the records file" in done.stderr
 
 
 def test_help_lists_actions() -> None:

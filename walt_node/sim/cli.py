@@ -132,10 +132,11 @@ def _config_from_args(args: argparse.Namespace, config_class: Any) -> Any:
 def _run_simulator(args: argparse.Namespace, config: Any) -> int:
     from walt_node.sim.server import Simulator
 
-    sim = Simulator(config, host=args.host, logs_port=args.logs_port, rpc_port=args.rpc_port,
-                    http_port=args.http_port, records_path=args.records,
-                    show_logs=sys.stdout if args.show_logs else None)
     try:
+        sim = Simulator(config, host=args.host, logs_port=args.logs_port,
+                        rpc_port=args.rpc_port, http_port=args.http_port,
+                        records_path=args.records,
+                        show_logs=sys.stdout if args.show_logs else None)
         sim.start()
     except OSError as error:
         sys.stderr.write(f"walt-node sim: {error.strerror or error}\n")

@@ -90,7 +90,11 @@ class Records:
         self._file: Optional[IO[str]] = None
         self.path = Path(path) if path is not None else None
         if self.path is not None:
-            self._file = open(self.path, "a", encoding="utf-8")
+            try:
+                self._file = open(self.path, "a", encoding="utf-8")
+            except OSError as error:
+                raise OSError(error.errno, f"cannot write the records file {self.path}: "
+                                           f"{error.strerror}") from None
         self._show = show_logs
 
     def add_logs(self, records: Sequence[LogRecord]) -> None:
@@ -102,9 +106,15 @@ class Records:
                 self._file.write(logs_to_jsonl(records))
                 self._file.flush()
             if self._show is not None:
-                self._show.write("".join(format_realtime(r) + "\n" for r in records))
-                self._show.flush()
+                self._print(records)
             self._changed.notify_all()
+
+    def _print(self, records: Sequence[LogRecord]) -> None:
+        try:
+            self._show.write("".join(format_realtime(r) + "\n" for r in records))
+            self._show.flush()
+        except (OSError, ValueError):  # the terminal or pipe went away: keep recording
+            self._show = None
 
     def add_call(self, call: ApiCall) -> None:
         with self._changed:
