@@ -155,6 +155,27 @@ def test_stop_start_keeps_ports_and_records(sim: Simulator) -> None:
     assert WebApi(HOST, sim.http_port).node(NODE_MAC)["name"] == NODE_NAME
 
 
+def test_concurrent_streams_keep_their_own_order(sim: Simulator) -> None:
+    import threading
+
+    def produce(index: int) -> None:
+        with LogStream(HOST, sim.logs_port, f"s{index}") as stream:
+            for start in range(0, 2000, 100):
+                stream.send([(time.time(), f"{index}:{n}") for n in range(start, start + 100)])
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    records = sim.wait_for_logs(lambda recs: len(recs) >= 8 * 2000, timeout=30)
+    wait_idle(sim)
+    for index in range(8):
+        lines = [r.line for r in records if r.stream == f"s{index}"]
+        assert lines == [f"{index}:{n}" for n in range(2000)]
+    assert len(sim.log_records()) == 8 * 2000  # and no <disconnected!>
+
+
 # ------------------------------------------------------------ API sessions
 
 def test_sync_clock_returns_server_time(sim: Simulator) -> None:
