@@ -79,6 +79,10 @@ grep -q '^ExecStart=/usr/bin/walt-node logs-daemon$' /etc/systemd/system/walt-lo
 [ "$(readlink /etc/systemd/system/multi-user.target.wants/walt-logs.service)" = \
   /etc/systemd/system/walt-logs.service ] || fail "walt-logs.service is not enabled"
 [ -d /var/lib/walt ] || fail "no /var/lib/walt"
+for script in /bin/blink /bin/walt-reboot; do
+    [ "$(head -1 "$script")" = "#!/usr/bin/python3" ] || fail "$script does not use Debian's python3"
+    "$script" --help >/dev/null || fail "$script --help fails with the installed package"
+done
 /usr/bin/walt-node setup --system --init systemd --no-start | grep -q "already installed" \
     || fail "a second setup changed something"
 
