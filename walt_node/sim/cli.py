@@ -12,7 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 log = logging.getLogger("walt_node.sim")
 
@@ -238,8 +238,3 @@ def _show(path: Path, follow: bool) -> int:
         pass
     return 0
 
-
-def main(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - convenience
-    from walt_node.cli import run_command
-
-    return run_command("sim", sys.argv[1:] if argv is None else argv, "walt-node sim")
