@@ -407,3 +407,30 @@ def test_install_packages_runs_apt_inside_the_image(image: Path, tmp_path: Path)
     shutil.rmtree(image / "usr/bin")
     done = setup(image, "--install-packages")
     assert done.returncode == 1 and "apt-get" in done.stderr
+
+
+def test_live_no_start_only_reloads(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "image")
+    (image / "run/systemd/system").mkdir(parents=True)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    (tools / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    (tools / "systemctl").chmod(0o755)
+    env = dict(os.environ, WALT_NODE_ROOT=str(image), PATH=f"{tools}:{os.environ['PATH']}")
+    ok(subprocess.run([WALT_NODE, "setup", "--walt-node", IMAGE_WALT_NODE, "--no-start"],
+                      capture_output=True, text=True, timeout=TIMEOUT, env=env))
+    assert _lines(calls) == ["daemon-reload"]
+
+
+def test_walt_node_in_usr_bin_gets_no_command_links(tmp_path: Path) -> None:
+    """The Debian package's layout: commands already on PATH."""
+    image = make_image(tmp_path / "image")
+    (image / "usr/bin").mkdir(parents=True)
+    shutil.copy2(image / "opt/walt-node/bin/walt-node", image / "usr/bin/walt-node")
+    done = subprocess.run([WALT_NODE, "setup", "--prefix", str(image), "--walt-node", "/usr/bin/walt-node"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    ok(done)
+    assert not (image / "usr/local").exists()
+    assert "ExecStart=/usr/bin/walt-node logs-daemon" in (
+        image / "etc/systemd/system/walt-logs.service").read_text()

@@ -95,7 +95,7 @@ class Installer:
         for item, action in actions:
             if action != "keep":
                 self._write(item, action, manifest, outcome)
-        self._merge_spec(manifest, templates, spec_missing, outcome)
+        self._merge_spec(manifest, spec_missing, outcome)
         manifest.init = init
         self._save(manifest, before)
         return outcome
@@ -177,7 +177,7 @@ class Installer:
         self.say(f"kept the image's own {path} as {backup}")
         return backup
 
-    def _merge_spec(self, manifest: Manifest, templates: List[str], missing: List[str], outcome) -> None:
+    def _merge_spec(self, manifest: Manifest, missing: List[str], outcome: Outcome) -> None:
         if not missing:
             return
         spec = self.image.host(IMAGE_SPEC)
@@ -197,7 +197,7 @@ class Installer:
             return
         host = self.image.host(MANIFEST)
         self._make_parents(host.parent, manifest)
-        write_atomically(host, manifest.serialized(), 0o644)  # created_dirs may have grown
+        write_atomically(host, manifest.serialized(), 0o644)  # _make_parents may have grown created_dirs
 
     # ---------------------------------------------------------------- uninstall
     def uninstall(self) -> Optional[Outcome]:

@@ -10,7 +10,7 @@ import configparser
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from walt_node.install import InstallError
 from walt_node.paths import Paths
@@ -141,6 +141,3 @@ def with_interpreter(script: bytes, interpreter: str) -> bytes:
         return b"#!" + interpreter.encode() + newline + rest
     return script
 
-
-def find_item(plan: Plan, path: str) -> Optional[Item]:
-    return next((item for item in plan.items if item.path == path), None)
