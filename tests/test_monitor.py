@@ -204,6 +204,18 @@ def test_ctrl_c_kills_a_program_that_does_not_catch_it(sim: Simulator, sim_node_
     assert_terminal_restored(child)
 
 
+def test_ctrl_z_does_not_leave_the_command_stopped_forever(sim: Simulator, sim_node_root: Path) -> None:
+    # the command leads its own session, so the kernel ignores terminal stops for it
+    child = spawn_in_terminal(["sh", "-c", "echo ready; read answer; echo got $answer"], rows=24, cols=80)
+    child.expect_exact("ready")
+    child.sendcontrol("z")
+    time.sleep(0.3)
+    child.sendline("hi")
+    child.expect_exact("got hi")
+    child.expect_exact("status=0")
+    assert_terminal_restored(child)
+
+
 # ------------------------------------------------------------------ privileges
 
 @pytest.fixture
