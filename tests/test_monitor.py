@@ -246,6 +246,9 @@ def test_monitor_runs_the_command_as_the_calling_user(sim: Simulator, public_dir
         fifo_requests.stop()
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [b"65534", b"65534"]
+    # the lines went through the FIFO as ordinary log requests, and no MONITOR request was made
+    assert any(line.startswith(b"TSLOG ") and line.endswith(b".monitor 65534")
+               for line in fifo_requests.lines), fifo_requests.lines
     assert not [line for line in fifo_requests.lines if line.startswith(b"MONITOR")]
 
 
@@ -270,10 +273,13 @@ class _FifoRecorder:
 
     def _read(self) -> None:
         pending = b""
-        while self.running:
+        idle = False
+        while self.running or not idle:  # once stopped, read what is left
             try:
                 pending += os.read(self.fd, 65536)
+                idle = False
             except BlockingIOError:
+                idle = True
                 time.sleep(0.02)
                 continue
             *complete, pending = pending.split(b"\n")
