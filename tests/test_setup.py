@@ -83,6 +83,8 @@ def snapshot(root: Path, times: bool = False) -> Snapshot:
                 tree[key] = ("link", os.readlink(path))
             elif stat.S_ISDIR(info.st_mode):
                 tree[key] = ("dir", oct(info.st_mode)) + ((info.st_mtime_ns,) if times else ())
+            elif not stat.S_ISREG(info.st_mode):  # a FIFO: reading it would block
+                tree[key] = ("special", oct(info.st_mode))
             else:
                 tree[key] = ("file", oct(info.st_mode), path.read_bytes()) + (
                     (info.st_mtime_ns,) if times else ())
@@ -434,3 +436,20 @@ def test_walt_node_in_usr_bin_gets_no_command_links(tmp_path: Path) -> None:
     assert not (image / "usr/local").exists()
     assert "ExecStart=/usr/bin/walt-node logs-daemon" in (
         image / "etc/systemd/system/walt-logs.service").read_text()
+
+
+def test_uninstall_removes_the_log_fifo_but_keeps_spooled_logs(image: Path) -> None:
+    before = snapshot(image)
+    ok(setup(image))
+    os.mkfifo(image / "var/lib/walt/logs.fifo")  # what the logs daemon creates at run time
+    out = ok(setup(image, "--uninstall"))
+    assert "removed /var/lib/walt/logs.fifo" in out
+    assert snapshot(image) == before  # and /var/lib/walt went with it
+
+    ok(setup(image))
+    spool = image / "var/lib/walt/logs-spool"
+    spool.mkdir()
+    (spool / "unsent").write_text("a log line\n")
+    out = ok(setup(image, "--uninstall"))
+    assert "kept /var/lib/walt: it is not empty" in out
+    assert (spool / "unsent").read_text() == "a log line\n"

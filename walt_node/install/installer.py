@@ -27,6 +27,7 @@ from walt_node.install.rootfs import ImageRoot, sha256_of, symlink_atomically, w
 MANIFEST = str(NODE.var_lib_walt_node / "install-manifest.json")
 BACKUP_DIR = str(NODE.var_lib_walt_node / "backup")
 IMAGE_SPEC = str(NODE.image_spec)
+LOG_FIFO = str(NODE.logs_fifo)
 
 Say = Callable[[str], None]
 
@@ -209,6 +210,7 @@ class Installer:
         if self.dry_run:
             outcome.changed = [f"would remove {path}" for path in manifest.entries]
             return outcome
+        self._remove_log_fifo(outcome)
         for path in reversed(list(manifest.entries)):
             self._remove_entry(manifest, path, outcome)
         self._restore_spec(manifest, outcome)
@@ -216,6 +218,16 @@ class Installer:
         for directory in sorted(manifest.created_dirs, key=lambda d: d.count("/"), reverse=True):
             self._remove_dir_if_empty(directory)
         return outcome
+
+    def _remove_log_fifo(self, outcome: Outcome) -> None:
+        """Without its reader, the FIFO would block walt-log-echo (protocols §3): remove it.
+
+        Other runtime files there (the spool of unsent logs) are data: they stay.
+        """
+        fifo = self.image.host(LOG_FIFO)
+        if fifo.is_fifo():
+            fifo.unlink()
+            outcome.changed.append(f"removed {LOG_FIFO} (walt-log-echo sends over TCP again)")
 
     def _remove_entry(self, manifest: Manifest, path: str, outcome: Outcome) -> None:
         record = manifest.entries.pop(path)
