@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import pickle
 import time
 from pathlib import Path
 
@@ -335,3 +337,116 @@ def test_sim_node_root_facts_lead_to_the_simulator(sim: Simulator, sim_node_root
     (record,) = sim.wait_for_logs(lambda recs: len(recs) >= 1)
     assert record.line == f"image {DEFAULT_IMAGE_ID}"
     assert WebApi(server.ip, server.http_port).node(node.mac)["image"] == DEFAULT_IMAGE
+
+
+# ------------------------------------- clients against a scripted raw server
+
+class ScriptedServer:
+    """Accepts one connection on loopback and plays ``script(conn, reader)`` to it,
+    keeping what the client sent, so the clients' wire format is checked too."""
+
+    def __init__(self, script):
+        import socket
+        import threading
+
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.received = b""
+        self.script = script
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        conn, _ = self.listener.accept()
+        conn.settimeout(10)
+        with conn:
+            self.script(conn, self._reader(conn))
+
+    def _reader(self, conn):
+        def read_line() -> bytes:
+            while b"\n" not in self.received[self._pos:]:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return b""
+                self.received += chunk
+            line, _, _ = self.received[self._pos:].partition(b"\n")
+            self._pos += len(line) + 1
+            return line
+        self._pos = 0
+        return read_line
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.listener.close()
+
+
+def test_api_client_wire_format_and_problem_replies() -> None:
+    def script(conn, read_line):
+        assert read_line() == b"REQ_API_SESSION" and read_line() == b"NSAPI"
+        conn.sendall(b"10\n")
+        read_line()
+        conn.sendall(b"('EXCEPTION', 'no such thing')\n")
+        read_line()
+        conn.sendall(b"this is not a literal\n")
+        read_line()
+        conn.sendall(b"'RESULT'\n")
+        read_line()  # the client's CLOSE
+
+    server = ScriptedServer(script)
+    with ApiSession(HOST, server.port, "NSAPI", timeout=5) as session:
+        with pytest.raises(ApiError) as failure:
+            session.call("report_lldp_neighbor", "aa:bb", "it's \"quoted\"\n")
+        assert failure.value.reply == ("EXCEPTION", "no such thing")
+        with pytest.raises(ServerError, match="unreadable reply"):
+            session.call("sync_clock")
+        with pytest.raises(ServerError, match="unexpected reply"):
+            session.call("sync_clock")
+    server.close()
+    lines = server.received.split(b"\n")
+    assert ast.literal_eval(lines[2].decode()) == (
+        "API_CALL", "report_lldp_neighbor", ("aa:bb", "it's \"quoted\"\n"), {})
+    assert lines[-2] == b"('CLOSE',)"
+
+
+def test_api_client_times_out_on_a_silent_server() -> None:
+    server = ScriptedServer(lambda conn, read_line: time.sleep(1.5))
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable, match="no answer in time"):
+        sync_clock(HOST, server.port, timeout=0.5)
+    assert time.monotonic() - started < 1.4
+    server.close()
+
+
+@pytest.mark.parametrize("answer, error", [
+    (b"NOPE missing\n", FileNotServed),
+    (b"OK\nabc\n", ServerError),
+    (b"OK\n100\nonly a few bytes", ServerUnreachable),
+])
+def test_fake_tftp_client_bad_answers(answer: bytes, error: type) -> None:
+    def script(conn, read_line):
+        assert read_line() == b"12"
+        conn.sendall(b"ready\n")
+        request = pickle.loads(conn.recv(4096))
+        assert request == {"node_mac": NODE_MAC, "path": "/start.ipxe"}
+        conn.sendall(answer)
+
+    server = ScriptedServer(script)
+    with pytest.raises(error):
+        fake_tftp_get(HOST, server.port, NODE_MAC, "/start.ipxe", timeout=5)
+    server.close()
+
+
+def test_log_stream_wire_format() -> None:
+    def script(conn, read_line):
+        while read_line() != b"CLOSE":
+            pass
+
+    server = ScriptedServer(script)
+    with LogStream(HOST, server.port, "my stream") as stream:
+        stream.send([(1700000000.123456, "a b"), (1700000001.0, "é")])
+    server.close()
+    assert server.received == ("REQ_NEW_INCOMING_LOGS\nmy stream\nTIMESTAMPS_INSIDE\n"
+                               "1700000000.123456 a b\n1700000001.000000 é\nCLOSE\n").encode()
+    with pytest.raises(ValueError):
+        LogStream(HOST, server.port, "two\nlines")
