@@ -22,7 +22,7 @@ from walt_node.sim.records import (
 from walt_node.sim.services import LogStreamReceiver
 
 # text without line breaks, as one log line; any code point the client can encode
-line_text = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)),
+line_text = st.text(st.characters(exclude_characters="\n\r", exclude_categories=("Cs",)),
                     max_size=40)
 
 
