@@ -57,8 +57,8 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("command", nargs=1, metavar="COMMAND", help="program to run (looked up on PATH)")
-    parser.add_argument("arguments", nargs="...", metavar="ARG", help="its arguments")
+    parser.add_argument("command", nargs="...", metavar="COMMAND [ARG ...]",
+                        help="program to run (looked up on PATH) and its arguments")
     parser.add_argument("--stream", metavar="NAME",
                         help="log stream to use instead of '<command name>.<pid>.monitor'")
 
@@ -285,8 +285,11 @@ class Monitor:
 # ------------------------------------------------------------------ command
 
 def run(args) -> int:
-    argv = list(args.command) + list(args.arguments)
+    argv = list(args.command)
     prog = "walt-log-monitor"
+    if not argv:
+        sys.stderr.write(f"{prog}: no command given; usage: {prog} COMMAND [ARG ...]\n")
+        return 2
     from walt_node import log as walt_log  # the background sender starts only when needed
 
     stream = args.stream or stream_name(argv[0], os.getpid())
