@@ -119,12 +119,26 @@ class Reporter:
         self.out.flush()
 
     def send_logs(self, stream: str = LOG_STREAM) -> None:
-        """Send what was said to the server, once, within LOG_TIMEOUT; never raises."""
+        """Send what was said to the server, within LOG_TIMEOUT; never raises.
+
+        Through :mod:`walt_node.log` when installed (logs daemon FIFO, direct
+        connection or spool), else one direct :class:`LogStream`.
+        """
         if self.server is None or not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        try:
+            from walt_node import log as walt_log
+        except ImportError:
+            walt_log = None
+        if walt_log is not None:
+            for ts, line in lines:
+                walt_log.echo(stream, line, ts=ts)
+            if not walt_log.flush(timeout=LOG_TIMEOUT):
+                self.out.write(f"(log stream '{stream}' not delivered within {LOG_TIMEOUT:g} s)\n")
             return
         from walt_node.protocols import LogStream, ServerError
 
-        lines, self.lines = self.lines, []
         try:
             with LogStream(self.server.ip, self.server.logs_port, stream,
                            timeout=LOG_TIMEOUT) as logs:
