@@ -453,3 +453,20 @@ def test_uninstall_removes_the_log_fifo_but_keeps_spooled_logs(image: Path) -> N
     out = ok(setup(image, "--uninstall"))
     assert "kept /var/lib/walt: it is not empty" in out
     assert (spool / "unsent").read_text() == "a log line\n"
+
+
+def test_install_packages_runs_the_image_apt_get_through_chroot(image: Path, tmp_path: Path) -> None:
+    (image / "usr/bin").mkdir(parents=True)
+    (image / "usr/bin/apt-get").write_text("")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    calls = tmp_path / "chroot-calls"
+    (tools / "chroot").write_text(f"#!/bin/sh\necho \"$DEBIAN_FRONTEND $*\" >> {calls}\n")
+    (tools / "chroot").chmod(0o755)
+    env = dict(os.environ, PATH=f"{tools}:{os.environ['PATH']}")
+    ok(setup(image, "--install-packages", env=env))
+    assert _lines(calls) == [f"noninteractive {image} apt-get install -y --no-install-recommends "
+                             "lldpd nbd-client kexec-tools"]
+    (tools / "chroot").write_text("#!/bin/sh\necho 'E: Unable to locate package lldpd'\nexit 100\n")
+    failed = setup(image, "--install-packages", env=env)
+    assert failed.returncode == 1 and "Unable to locate package lldpd" in failed.stderr
