@@ -3,6 +3,9 @@ fixture tree served by the simulator over HTTP and fake TFTP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -286,3 +289,35 @@ def test_a_file_the_server_does_not_have_names_the_line(ipxe_sim) -> None:
     with pytest.raises(IpxeError) as error:
         interpret(source_for(ipxe_sim), QEMU_VARIABLES, start="/nothing-here.ipxe")
     assert "cannot fetch /nothing-here.ipxe" in str(error.value)
+
+
+# ------------------------------------------------------------ walt-node ipxe-plan
+
+def ipxe_plan(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WALT_NODE_ROOT": str(root)}
+    return subprocess.run([sys.executable, "-m", "walt_node", "ipxe-plan", *args], env=env,
+                          text=True, capture_output=True, timeout=30)
+
+
+def test_ipxe_plan_command_on_a_boot_dir(tmp_path) -> None:
+    tree = Path(__file__).parent / "data" / "ipxe" / "default" / "boot" / "pc-x86-64"
+    done = ipxe_plan("--boot-dir", str(tree), "--set", f"mac={MAC}", "--set", "ip=127.0.0.1",
+                     "--set", "next-server=127.0.0.1", "--set", "hostname=node1",
+                     "--set", "manufacturer=QEMU", "--set", f"product={QEMU_PRODUCT}",
+                     "--set", f"netmask={SIM_NETMASK}", "--set", f"gateway={SIM_GATEWAY}",
+                     root=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"cmdline: {expected_cmdline(gateway=SIM_GATEWAY, netmask=SIM_NETMASK)}\n" in done.stdout
+    assert "kernel:  /vmlinuz (4096 bytes)" in done.stdout
+
+
+def test_ipxe_plan_command_errors(tmp_path) -> None:
+    (tmp_path / "start.ipxe").write_text(script("chain /generic/missing.ipxe"))
+    done = ipxe_plan("--boot-dir", str(tmp_path), root=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("iPXE script error: /start.ipxe:2: cannot fetch "
+                                  "/generic/missing.ipxe")
+    done = ipxe_plan("--boot-dir", str(tmp_path), "--set", "novalue", root=tmp_path)
+    assert done.returncode == 2 and "expected NAME=VALUE" in done.stderr
+    done = ipxe_plan(root=tmp_path)  # no server facts in an empty root
+    assert done.returncode == 1 and "cannot ask the server" in done.stderr
