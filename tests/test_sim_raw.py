@@ -209,6 +209,8 @@ def test_fake_tftp_refuses_pickled_code(sim: Simulator, tmp_path: Path) -> None:
     pickle.dumps({"node_mac": NODE_MAC, "path": "/../../../../etc/passwd"}, protocol=4),
     # BINUNICODE8 announcing a 2**60-byte string: must not be believed
     b"\x80\x04\x8d" + struct.pack("<Q", 1 << 60) + b"abc",
+    # BYTEARRAY8 (an out-of-band buffer opcode) announcing 2**40 bytes: refused before allocating
+    b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b"abc",
 ])
 def test_fake_tftp_bad_requests_get_a_status_line(sim: Simulator, payload: bytes) -> None:
     raw = tftp(sim, payload)

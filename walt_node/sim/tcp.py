@@ -3,7 +3,6 @@ every live connection (like a crashed server), and a buffered socket reader."""
 
 from __future__ import annotations
 
-import io
 import logging
 import pickle
 import socket
@@ -68,12 +67,11 @@ class Connection:
             pass
 
 
-class _BoundedStream(io.RawIOBase):
+class _BoundedStream:
     """File-like view of a connection for the unpickler, refusing to read past ``limit``
     bytes so a forged length in a pickle cannot make the simulator allocate gigabytes."""
 
     def __init__(self, conn: Connection, limit: int):
-        super().__init__()
         self.conn, self.left = conn, limit
 
     def read(self, size: int = -1) -> bytes:
@@ -96,9 +94,20 @@ class _BoundedStream(io.RawIOBase):
         return line + b"\n"
 
 
-class _DataOnlyUnpickler(pickle.Unpickler):
+_BUFFER_OPCODES = {pickle.BYTEARRAY8[0], pickle.NEXT_BUFFER[0], pickle.READONLY_BUFFER[0]}
+
+
+class _DataOnlyUnpickler(pickle._Unpickler):
     """Unpickles plain data (dict, str, tuple, numbers...) and refuses every global,
-    so a pickle cannot make the simulator import or call anything."""
+    so a pickle cannot make the simulator import or call anything.
+
+    The pure-Python unpickler is used on purpose: it reads every counted string
+    through ``_BoundedStream.read`` *before* allocating it, and its opcode table
+    can drop the out-of-band buffer opcodes, which allocate the announced size
+    first. Messages here are tiny, so its speed does not matter."""
+
+    dispatch = {code: load for code, load in pickle._Unpickler.dispatch.items()
+                if code not in _BUFFER_OPCODES}
 
     def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(f"refused global {module}.{name}: only plain data is accepted")
@@ -109,7 +118,10 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 def read_pickle(conn: Connection, limit: int):
     """One pickled value from the connection, data types only."""
-    return _DataOnlyUnpickler(_BoundedStream(conn, limit)).load()
+    try:
+        return _DataOnlyUnpickler(_BoundedStream(conn, limit)).load()
+    except KeyError as error:  # the pure-Python unpickler's answer to an unknown opcode
+        raise pickle.UnpicklingError(f"pickle opcode {error} not accepted") from None
 
 
 Handler = Callable[[Connection], None]
