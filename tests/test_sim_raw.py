@@ -344,3 +344,23 @@ def test_control_endpoint(sim: Simulator) -> None:
     assert http(sim, "/_sim/conf", json.dumps({"mac": NODE_MAC}).encode())[0] == 400
     assert http(sim, "/_sim/conf", json.dumps({"mac": NODE_MAC, "key": "k", "value": [1]}).encode())[0] == 200
     assert sim.inventory.node_by_mac(NODE_MAC).conf == {"k": [1]}
+
+
+def test_close_leaves_no_simulator_threads(tmp_path: Path) -> None:
+    import threading
+
+    from walt_node.sim.sample import sample_config
+
+    before = set(threading.enumerate())  # other tests' simulators may still be running
+    with Simulator(sample_config(tmp_path)) as sim:
+        idle = [Raw(sim.logs_port), api_session(sim), Raw(sim.rpc_port)]
+        idle[0].send(b"0\nidle\nNO_TIMESTAMPS\nwaiting\n")
+        sim.wait_for_logs(lambda recs: len(recs) >= 1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("sim-")]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert alive == []
+    assert all(raw.closed_by_server() for raw in idle)
