@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from walt_node.logs.serial import (
     MAX_LINE,
@@ -115,6 +117,25 @@ def test_malformed_directives_and_format_errors_are_counted_and_skipped(
     assert any("LOGDEF only three fields" in w and "expected: LOGDEF <stream>" in w for w in warnings)
     protocol.problems.summary()
     assert "line not matching the format of stream 's': 14 in total" in caplog.text
+
+
+directive = st.sampled_from(["LOGSTART", "LOGDEF", "LOGVAR", "P:", "LOGDEF s P: , {0}", ""])
+# what LineReader can deliver: any text but a newline (it splits on those)
+mote_line = st.builds(lambda head, tail: head + tail, directive,
+                      st.text(st.characters(blacklist_characters="\n"), max_size=30))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(mote_line, max_size=30))
+def test_any_mote_output_never_crashes_and_streams_stay_valid(lines: List[str]) -> None:
+    emitted: Emitted = []
+    protocol = MoteProtocol(lambda *line: emitted.append(line),
+                            ProblemCounter(logging.getLogger("test-serial-fuzz")))
+    for line in lines:
+        protocol.line(line, 1.0)
+    for stream, text, _ in emitted:
+        assert stream and stream.isprintable() and not any(c.isspace() for c in stream)
+        assert "\n" not in text
 
 
 def test_line_reader_handles_crlf_split_reads_and_garbage() -> None:

@@ -404,6 +404,14 @@ def _stop_on_sigterm() -> None:
 
 
 def run(args) -> int:
+    _stop_on_sigterm()
+    try:
+        return _journal_forward(args)
+    except KeyboardInterrupt:  # stopped before forwarding began (or twice): nothing to save
+        return 0
+
+
+def _journal_forward(args) -> int:
     prog = "walt-node journal-forward"
     try:
         routes = load_config(args.config)
@@ -422,14 +430,13 @@ def run(args) -> int:
     )
     source = choose_source(args.source)
     log.info("forwarding %s with %s", ", ".join(f"{u} -> {s}" for u, s in routes.items()), source)
-    _stop_on_sigterm()
     try:
         _forward_from(source, forwarder, cursor_file, args, problems)
     except JournalUnavailable as error:
         sys.stderr.write(f"{prog}: cannot read the journal: {error}\n")
         return 1
     except KeyboardInterrupt:
-        forwarder.checkpoint()
+        forwarder.checkpoint()  # save the position reached
     finally:
         problems.summary()
         log.info("%d lines forwarded", forwarder.lines_sent)

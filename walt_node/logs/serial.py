@@ -276,8 +276,17 @@ def _stop_on_sigterm() -> None:
 
 
 def run(args) -> int:
-    prog = "walt-serial-autolog"
     _stop_on_sigterm()
+    try:
+        return _autolog(args)
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: a normal stop (what was read is flushed)
+        return 0
+
+
+def _autolog(args) -> int:
+    from walt_node import log as walt_log  # the sender thread starts with the first line
+
+    prog = "walt-serial-autolog"
     try:
         fd = open_line(args.tty, args.speed)
     except ValueError as error:
@@ -286,16 +295,11 @@ def run(args) -> int:
     except OSError as error:
         sys.stderr.write(f"{prog}: cannot open serial line '{args.tty}': {error.strerror or error}\n")
         return 1
-    from walt_node import log as walt_log
-
     problems = ProblemCounter(log)
     protocol = MoteProtocol(lambda stream, text, ts: walt_log.echo(stream, text, ts=ts), problems)
-    reader = LineReader(protocol.line, problems)
     log.info("reading %s at %d bauds, waiting for LOGSTART", args.tty, args.speed)
     try:
-        read_line(fd, reader)
-    except KeyboardInterrupt:
-        pass
+        read_line(fd, LineReader(protocol.line, problems))
     finally:
         os.close(fd)
         walt_log.flush(10.0)
