@@ -13,10 +13,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from walt_node.paths import Paths
 from walt_node.reboot.source import Deadline, DeadlineExceeded
+
+if TYPE_CHECKING:
+    from walt_node.reboot.kexec import StagedBoot
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +214,7 @@ def _dmi(paths: Paths, name: str) -> str:
 @dataclass
 class Prepared:
     boot_mode: str
-    staged: object  # kexec.StagedBoot
+    staged: StagedBoot
 
 
 def prepare(paths: Paths, reporter: Reporter, deadline: Deadline, workdir: Path,
