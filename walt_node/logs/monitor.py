@@ -189,7 +189,7 @@ class Monitor:
         finally:
             self._restore_signal_handlers(previous)
             if saved_tty is not None:
-                termios.tcsetattr(self.input_fd, termios.TCSAFLUSH, saved_tty)
+                termios.tcsetattr(self.input_fd, termios.TCSADRAIN, saved_tty)  # keep type-ahead
             os.close(self.master)
         self.splitter.finish()
         return exit_status(returncode)
