@@ -227,6 +227,14 @@ def test_a_script_error_names_file_and_line(tmp_path, recorder) -> None:
             in done.stdout)
 
 
+def test_kexec_load_failure_means_no_jump(sim, root, recorder) -> None:
+    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STATUS_KEXEC": "1"})
+    assert not recorder.jumped()
+    assert [argv[:2] for argv in recorder.argvs()] == [["kexec", "-l"], ["reboot"]]
+    assert "no kexec reboot: CommandFailed: 'kexec -l" in done.stdout
+    assert done.returncode == -9
+
+
 def test_kexec_e_returning_unloads_and_reboots(sim, root, recorder) -> None:
     done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STOPS_CALLER": "reboot"})
     argvs = recorder.argvs()
