@@ -229,12 +229,20 @@ def test_forward_real_journal_with_its_timestamps_then_resume(
 
 
 @needs_journal_tools
+@pytest.mark.parametrize("source", ["journalctl", "python"])
 def test_follow_new_entries_and_save_the_cursor_on_sigterm(
-        sim: Simulator, sim_node_root: Path, forward_setup) -> None:
+        sim: Simulator, sim_node_root: Path, forward_setup, source: str) -> None:
     _, journal, argv = forward_setup
+    env = None
+    if source == "python":
+        python = python_with_systemd_module()
+        if python is None:
+            pytest.skip("no interpreter here has the systemd Python module (Debian: python3-systemd)")
+        argv = [python, "-m", "walt_node", "journal-forward", "--source", "python", *argv[4:]]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
     base = int(time.time() * 1e6) - 10_000_000
     write_journal(journal, [journal_entry("exp.service", "first", base)])
-    forwarder = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    forwarder = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env)
     try:
         sim.wait_for_logs(lambda recs: [r.line for r in recs] == ["first"])
         write_journal(journal, [journal_entry("exp.service", f"live {i}", base + 1 + i) for i in range(3)])
