@@ -112,10 +112,17 @@ def test_invalid_stream_option_runs_nothing(tmp_path: Path, sim_node_root: Path)
 def test_background_child_keeping_the_pty_does_not_hold_the_monitor(sim: Simulator,
                                                                      sim_node_root: Path) -> None:
     started = time.monotonic()
-    done = run_monitor(["sh", "-c", "sleep 8 & echo parent-done"])
+    # the background process ignores the hang-up, so it keeps the pty open after its parent exits
+    done = run_monitor(["sh", "-c", "(trap '' HUP; exec sleep 8) & sleep 0.3; echo parent-done $$"])
+    elapsed = time.monotonic() - started
+    group = int(done.stdout.split()[-1])  # the command's process group: the sleep is in it
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     assert done.returncode == 0
-    assert b"parent-done" in done.stdout
-    assert time.monotonic() - started < 5
+    assert done.stdout.startswith(b"parent-done")
+    assert elapsed < 5
 
 
 def test_sigterm_to_the_monitor_reaches_the_command(sim: Simulator, sim_node_root: Path) -> None:
