@@ -283,6 +283,16 @@ def run(args) -> int:
         return 0
 
 
+def _open_hint(error: OSError) -> str:
+    if error.errno == errno.ENOENT:
+        return " (check the device name and that the mote is plugged in: ls /dev/tty*)"
+    if error.errno == errno.EACCES:
+        return " (run it as root, or as a member of the device's group, often 'dialout')"
+    if error.errno == errno.EBUSY:
+        return " (another program holds the line)"
+    return ""
+
+
 def _autolog(args) -> int:
     from walt_node import log as walt_log  # the sender thread starts with the first line
 
@@ -293,7 +303,8 @@ def _autolog(args) -> int:
         sys.stderr.write(f"{prog}: {error}\n")
         return 2
     except OSError as error:
-        sys.stderr.write(f"{prog}: cannot open serial line '{args.tty}': {error.strerror or error}\n")
+        sys.stderr.write(f"{prog}: cannot open serial line '{args.tty}': {error.strerror or error}"
+                         f"{_open_hint(error)}\n")
         return 1
     problems = ProblemCounter(log)
     protocol = MoteProtocol(lambda stream, text, ts: walt_log.echo(stream, text, ts=ts), problems)
