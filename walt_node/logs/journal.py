@@ -267,7 +267,8 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
     try:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
-        raise JournalUnavailable("journalctl was not found") from None
+        raise JournalUnavailable("journalctl was not found on PATH (install it, or use the systemd "
+                                 "Python module: pip install walt-node[systemd])") from None
     assert process.stdout is not None and process.stderr is not None
     pending = b""
     received = 0
