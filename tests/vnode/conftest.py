@@ -24,6 +24,7 @@ from typing import Iterator
 
 import pytest
 import vnode_image as image
+from vnode_platform import FIRST_ID, FIRST_IMAGE, MODEL, SECOND_ID, SECOND_IMAGE, Platform, make_boot_dir
 from vnode_qemu import MAC, QemuConfig, VirtualNode, walt_cmdline
 
 from walt_node.sim import SimConfig, SimImage, SimNode, Simulator
@@ -34,14 +35,7 @@ LOG = logging.getLogger("vnode")
 collect_ignore = ["cache"]
 
 ENABLE_VAR = "WALT_VNODE"
-MODEL = "pc-x86-64"
-FIRST_IMAGE = "waltplatform/vnode-first:latest"
-SECOND_IMAGE = "waltplatform/vnode-second:latest"
-FIRST_ID = "f1r57000000000000000000000000000000000000000000000000000000000001"
-SECOND_ID = "5ec0nd00000000000000000000000000000000000000000000000000000000002"
-SECOND_MARKER = "walt.test.marker=second"
 BOOT_TIMEOUT = 240
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     reasons = []
@@ -57,45 +51,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
             item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))
 
 
-def _start_ipxe(marker: str) -> str:
-    """A start.ipxe shaped like WalT's: variables, ${mac:hexhyp}, bare (fake TFTP) paths."""
-    return (
-        "#!ipxe\n"
-        "# vnode test image: boots this machine's Debian kernel with the disk root\n"
-        f"set marker {marker}\n"
-        "set server ${next-server}\n"
-        "kernel vmlinuz root=/dev/vda rw console=ttyS0,115200 panic=1 "
-        f"walt.server.ip=${{server}} walt.node.model={MODEL} BOOTIF=01-${{mac:hexhyp}} "
-        "walt.test.marker=${marker}\n"
-        "initrd initrd.img || echo no initrd\n"
-        "boot\n"
-    )
-
-
-def _make_boot_dir(root: Path, kernel: image.KernelFiles, marker: str) -> Path:
-    model_dir = root / MODEL
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for source, name in ((kernel.vmlinuz, "vmlinuz"), (kernel.initrd, "initrd.img")):
-        target = model_dir / name
-        if not target.exists():
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)
-    (model_dir / "start.ipxe").write_text(_start_ipxe(marker))
-    return root
-
-
-@dataclass
-class Platform:
-    sim: Simulator
-    kernel: image.KernelFiles
-    work: Path
-
-
 @pytest.fixture(scope="session")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("vnode")
+def work_dir() -> Path:
+    """tests/vnode/cache/last-run: emptied at the start of a session and kept
+    afterwards, so its console logs (qemu/console.log, qemu/shell.log) and
+    simulator records can be read after a failure."""
+    work = image.CACHE / "last-run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +69,9 @@ def platform(work_dir: Path) -> Iterator[Platform]:
         nodes=[SimNode(mac=MAC, name="node1", ip="127.0.0.1", model=MODEL, image=FIRST_IMAGE)],
         images=[
             SimImage(fullname=FIRST_IMAGE, id=FIRST_ID,
-                     boot_dir=_make_boot_dir(work_dir / "boot-first", kernel, "first")),
+                     boot_dir=make_boot_dir(work_dir / "boot-first", kernel, "first")),
             SimImage(fullname=SECOND_IMAGE, id=SECOND_ID,
-                     boot_dir=_make_boot_dir(work_dir / "boot-second", kernel, "second")),
+                     boot_dir=make_boot_dir(work_dir / "boot-second", kernel, "second")),
         ],
     )
     with Simulator(config, host="127.0.0.1", records_path=work_dir / "sim-records.jsonl") as sim:
@@ -130,6 +94,12 @@ def node_disk(platform: Platform) -> Disk:
     image.configure_guest(root)
     wheel = image.build_walt_node_wheel(work / "wheel")
     setup_ran = image.install_walt_node(root, wheel)
+    # The boot-time swap service would try the host's standard NBD port, where
+    # another test's server may be listening: the swap scenario attaches by hand.
+    (root / "etc/walt").mkdir(parents=True, exist_ok=True)
+    (root / "etc/walt/walt-nbd-swap.disabled").touch()
+    # This image boots with iPXE, so its maintainer opts in to kexec reboots.
+    (root / "etc/walt/reboot.conf").write_text("method = kexec\n")
     sim = platform.sim
     image.write_walt_env(root, "10.0.2.2", sim.rpc_port, sim.logs_port, sim.http_port, FIRST_ID)
     disk = work / "node.ext4"

@@ -74,6 +74,13 @@ class SerialLog:
     def tail(self, chars: int = 3000) -> str:
         return self.text()[-chars:]
 
+    def _excerpt(self, start: int, chars: int = 2500) -> str:
+        """Beginning and end of the output after `start` (the cause is often at the start)."""
+        text = self._data[start:].decode("utf-8", "replace")
+        if len(text) <= 2 * chars:
+            return text
+        return f"{text[:chars]}\n[... {len(text) - 2 * chars} characters ...]\n{text[-chars:]}"
+
     def wait_for(self, pattern: Union[str, Pattern[str]], timeout: float, start: int = 0,
                  what: str = "") -> re.Match:
         """Wait until `pattern` appears after byte `start`; the match, or VnodeTimeout."""
@@ -88,7 +95,7 @@ class SerialLog:
                 if left <= 0 or self._closed:
                     reason = "port closed (qemu exited)" if self._closed else f"{timeout:.0f}s"
                     raise VnodeTimeout(f"{what or regex.pattern!r} not seen ({reason}); "
-                                       f"last output:\n{self.tail()}")
+                                       f"output since the wait began:\n{self._excerpt(start)}")
                 self._cond.wait(min(left, 1.0))
 
     def close(self) -> None:

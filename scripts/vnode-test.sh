@@ -1,0 +1,12 @@
+#!/bin/bash
+# The virtual WalT node suite: boots Debian's kernel under qemu (TCG) with a
+# Debian root filesystem holding walt-node, and checks each feature end to end.
+# Needs root (debootstrap, chroot). First run builds tests/vnode/cache (~5 min).
+# Extra arguments go to pytest, e.g.: scripts/vnode-test.sh -k logs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    exec sudo --preserve-env=PATH "$0" "$@"
+fi
+export WALT_VNODE=1
+exec .venv/bin/python -m pytest tests/vnode -v -p no:cacheprovider --log-level=INFO "$@"
