@@ -192,35 +192,49 @@ class Spool:
     # ----------------------------------------------------------------- writing
     def append(self, stream: str, data: bytes) -> None:
         """Add complete lines after everything spooled for ``stream``."""
-        if not data:
-            return
-        self._enforce_limit(len(data))
-        spool = self._stream(stream)
-        if spool.append_fd is None or spool.segments[-1].size >= self.segment_bytes:
-            self._stop_appending(spool)
-            path = spool.directory / (self._new_stem(self.clock_ns()) + SEGMENT_SUFFIX)
-            spool.append_fd = self._create(path)
-            spool.segments.append(Segment(path, 0))
-        self._write(spool.append_fd, data, spool.segments[-1].path)
-        spool.segments[-1].size += len(data)
-        self.total += len(data)
+        for piece in self._pieces(data):
+            self._enforce_limit(len(piece))
+            spool = self._stream(stream)
+            if spool.append_fd is None or spool.segments[-1].size >= self.segment_bytes:
+                self._stop_appending(spool)
+                path = spool.directory / (self._new_stem(self.clock_ns()) + SEGMENT_SUFFIX)
+                spool.append_fd = self._create(path)
+                spool.segments.append(Segment(path, 0))
+            self._write(spool.append_fd, piece, spool.segments[-1].path)
+            spool.segments[-1].size += len(piece)
+            self.total += len(piece)
 
     def prepend(self, stream: str, data: bytes) -> None:
         """Add complete lines before everything spooled for ``stream`` (a resend)."""
-        if not data:
+        pieces = self._pieces(data)
+        if not pieces:
             return
-        self._enforce_limit(len(data))
         spool = self._stream(stream)
         first = spool.segments[0].path.name if spool.segments else None
-        ns = int(first.split("-", 1)[0]) - 1 if first else self.clock_ns()
-        path = spool.directory / (self._new_stem(ns) + SEGMENT_SUFFIX)
-        fd = self._create(path)
-        try:
-            self._write(fd, data, path)
-        finally:
-            os.close(fd)
-        spool.segments.insert(0, Segment(path, len(data)))
-        self.total += len(data)
+        base = (int(first.split("-", 1)[0]) if first else self.clock_ns()) - len(pieces) - 1
+        new_segments = []
+        for number, piece in enumerate(pieces):
+            path = spool.directory / (self._new_stem(base + number) + SEGMENT_SUFFIX)
+            fd = self._create(path)
+            try:
+                self._write(fd, piece, path)
+            finally:
+                os.close(fd)
+            new_segments.append(Segment(path, len(piece)))
+            self.total += len(piece)
+        spool.segments[:0] = new_segments
+        self._enforce_limit(0)
+
+    def _pieces(self, data: bytes) -> List[bytes]:
+        """``data`` cut at line ends into pieces of about a segment each."""
+        pieces = []
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start + self.segment_bytes - 1)
+            end = len(data) if end < 0 else end + 1
+            pieces.append(data[start:end])
+            start = end
+        return pieces
 
     # ----------------------------------------------------------------- reading
     def read(self, stream: str, max_bytes: int) -> bytes:
