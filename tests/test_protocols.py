@@ -31,6 +31,8 @@ from walt_node.sim.sample import (
     NODE_MODEL,
     NODE_NAME,
     OTHER_IMAGE,
+    sample_initrd,
+    sample_kernel,
 )
 
 HOST = "127.0.0.1"
@@ -269,12 +271,12 @@ def test_web_api_unknown_and_bad_queries(sim: Simulator) -> None:
 
 def test_boot_file_over_http_follows_rebind(sim: Simulator) -> None:
     web = WebApi(HOST, sim.http_port)
-    assert web.boot_file("/kernel", NODE_IP) == f"sample kernel of {DEFAULT_IMAGE}\n".encode()
+    assert web.boot_file("/kernel", NODE_IP) == sample_kernel(DEFAULT_IMAGE)
     assert web.boot_file("start.ipxe", NODE_IP).startswith(b"#!ipxe")
     sim.bind(NODE_MAC, OTHER_IMAGE)
-    assert web.boot_file("/kernel", NODE_IP) == f"sample kernel of {OTHER_IMAGE}\n".encode()
+    assert web.boot_file("/kernel", NODE_IP) == sample_kernel(OTHER_IMAGE)
     url = f"http://{HOST}:{sim.http_port}/boot/initrd?node_ip={NODE_IP}"
-    assert web.url_get(url) == f"sample initrd of {OTHER_IMAGE}\n".encode()
+    assert web.url_get(url) == sample_initrd(OTHER_IMAGE)
 
 
 def test_boot_file_over_http_missing_or_unknown_node(sim: Simulator) -> None:
@@ -298,10 +300,10 @@ def test_web_api_unreachable(sim: Simulator) -> None:
 
 def test_fake_tftp_serves_the_currently_bound_image(sim: Simulator) -> None:
     data = fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/kernel")
-    assert data == f"sample kernel of {DEFAULT_IMAGE}\n".encode()
+    assert data == sample_kernel(DEFAULT_IMAGE)
     sim.bind(NODE_MAC, OTHER_IMAGE)
     assert fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/kernel") == \
-        f"sample kernel of {OTHER_IMAGE}\n".encode()
+        sample_kernel(OTHER_IMAGE)
     script = fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/start.ipxe")
     assert OTHER_IMAGE.encode() in script
 
@@ -321,7 +323,7 @@ def test_fake_tftp_missing_file_and_unknown_node(sim: Simulator) -> None:
     with pytest.raises(FileNotServed):
         fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/../../../other/boot/pc-x86-64/kernel")
     # the logs port still works afterwards
-    assert fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/kernel").startswith(b"sample kernel")
+    assert fake_tftp_get(HOST, sim.logs_port, NODE_MAC, "/kernel") == sample_kernel(DEFAULT_IMAGE)
 
 
 

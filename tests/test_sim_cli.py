@@ -17,7 +17,7 @@ import pytest
 
 from walt_node.protocols import LogStream, fake_tftp_get, get_device_info, report_lldp_neighbor
 from walt_node.sim import SimConfig, SimConfigError
-from walt_node.sim.sample import NODE_MAC, OTHER_IMAGE, write_boot_dir
+from walt_node.sim.sample import NODE_MAC, OTHER_IMAGE, sample_kernel, write_boot_dir
 
 HOST = "127.0.0.1"
 REALTIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{6}) (\S+)\.(\S+) -> (.*)$")
@@ -111,7 +111,7 @@ def test_bind_and_conf_through_control_endpoint(sim_process: Dict) -> None:
     done = walt_node("sim", "bind", "--state-file", state_file, NODE_MAC, OTHER_IMAGE)
     assert done.returncode == 0, done.stderr
     assert fake_tftp_get(HOST, state["logs_port"], NODE_MAC, "/kernel") == \
-        f"sample kernel of {OTHER_IMAGE}\n".encode()
+        sample_kernel(OTHER_IMAGE)
     done = walt_node("sim", "conf", "--state-file", state_file, NODE_MAC, "kexec.allow", "false")
     assert done.returncode == 0, done.stderr
     done = walt_node("sim", "conf", "--state-file", state_file, NODE_MAC, "note", "free text")
@@ -187,7 +187,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         info = get_device_info(HOST, state["rpc_port"], "aa:bb:cc:00:00:01")
         assert info["name"] == "rpi1" and info["conf"] == {"kexec.allow": False}
         assert fake_tftp_get(HOST, state["logs_port"], "aa:bb:cc:00:00:02", "/kernel") == \
-            b"sample kernel of me/b:v2\n"
+            sample_kernel("me/b:v2")
     finally:
         code, out, err = stop(proc)
     assert code == 0, err

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import pytest
 
 from walt_node.sim import Simulator
-from walt_node.sim.sample import DEFAULT_IMAGE, NODE_MAC, NODE_NAME, OTHER_IMAGE
+from walt_node.sim.sample import DEFAULT_IMAGE, NODE_MAC, NODE_NAME, OTHER_IMAGE, sample_kernel
 
 HOST = "127.0.0.1"
 TIMEOUT = 5.0
@@ -182,7 +182,7 @@ def test_fake_tftp_valid_request(sim: Simulator) -> None:
     raw = tftp(sim, pickle.dumps({"node_mac": NODE_MAC, "path": "/kernel"}, protocol=4))
     assert raw.line() == b"OK"
     size = int(raw.line())
-    assert raw.exactly(size) == f"sample kernel of {DEFAULT_IMAGE}\n".encode()
+    assert raw.exactly(size) == sample_kernel(DEFAULT_IMAGE)
 
 
 class Exploit:
@@ -223,7 +223,7 @@ def test_fake_tftp_follows_bind_done_during_run(sim: Simulator) -> None:
     sim.bind(NODE_MAC, OTHER_IMAGE)
     raw = tftp(sim, pickle.dumps({"node_mac": NODE_MAC.upper(), "path": "kernel"}, protocol=4))
     assert raw.line() == b"OK"
-    assert raw.exactly(int(raw.line())) == f"sample kernel of {OTHER_IMAGE}\n".encode()
+    assert raw.exactly(int(raw.line())) == sample_kernel(OTHER_IMAGE)
 
 
 # ------------------------------------------------------------- API sessions

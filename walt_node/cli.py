@@ -65,9 +65,8 @@ def _top_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"walt-node {__version__}")
-    parser.add_argument("command", metavar="<command>", choices=sorted(COMMANDS),
+    parser.add_argument("command", metavar="<command>", nargs="?", choices=sorted(COMMANDS),
                         help="one of the commands listed below")
-    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -107,8 +106,14 @@ def run_command(name: str, argv: List[str], prog: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _top_parser().parse_args(argv)
-    return run_command(args.command, args.arguments, f"walt-node {args.command}")
+    parser = _top_parser()
+    # Options before the command belong to walt-node; everything after it to the command.
+    split = next((i for i, word in enumerate(argv) if not word.startswith("-")), len(argv))
+    args = parser.parse_args(argv[: split + 1])
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return run_command(args.command, argv[split + 1:], f"walt-node {args.command}")
 
 
 def _legacy(name: str, prog: str) -> int:

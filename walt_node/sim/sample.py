@@ -24,11 +24,41 @@ OTHER_IMAGE_ID = "f6e5d4c3b2a1f6e5d4c3b2a1f6e5d4c3b2a1f6e5d4c3b2a1f6e5d4c3b2a1f6
 START_IPXE = """#!ipxe
 # sample boot script of image {fullname}
 echo booting {fullname}
-set cmdline root=/dev/nfs walt.node.model={model} walt.server.ip=${{next-server}}
+set cmdline root=/dev/nfs walt.node.model={model} walt.server.ip=${{next-server}} walt.sample.image={fullname}
 kernel /kernel ${{cmdline}} init=/bin/walt-init BOOTIF=01-${{mac:hexhyp}} || reboot
 initrd /initrd
 boot
 """
+
+
+def sample_kernel(fullname: str) -> bytes:
+    """Not bootable, but shaped like an x86 bzImage (the 'HdrS' setup header at
+    0x202), so a kexec --dry-run accepts it as a kernel; names the image."""
+    data = bytearray(1024)
+    data[0x202:0x206] = b"HdrS"
+    text = f"sample kernel of {fullname}\n".encode()
+    return bytes(data) + text
+
+
+def sample_initrd(fullname: str) -> bytes:
+    """A real (gzip-compressed, newc cpio) initramfs holding one file naming the image."""
+    import gzip
+
+    content = f"sample initrd of {fullname}\n".encode()
+    return gzip.compress(_cpio_newc([("image-name", content)]), mtime=0)
+
+
+def _cpio_newc(files: list[tuple[str, bytes]]) -> bytes:
+    def entry(name: str, data: bytes, mode: int) -> bytes:
+        raw_name = name.encode() + b"\0"
+        fields = [1, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw_name), 0]
+        header = b"070701" + b"".join(b"%08X" % field for field in fields)
+        blob = header + raw_name
+        blob += b"\0" * (-len(blob) % 4) + data
+        return blob + b"\0" * (-len(blob) % 4)
+
+    archive = b"".join(entry(name, data, 0o100644) for name, data in files)
+    return archive + entry("TRAILER!!!", b"", 0)
 
 
 def write_boot_dir(boot_dir: Path, fullname: str, model: str = NODE_MODEL) -> Path:
@@ -36,8 +66,8 @@ def write_boot_dir(boot_dir: Path, fullname: str, model: str = NODE_MODEL) -> Pa
     model_dir = boot_dir / model
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "start.ipxe").write_text(START_IPXE.format(fullname=fullname, model=model))
-    (model_dir / "kernel").write_bytes(f"sample kernel of {fullname}\n".encode())
-    (model_dir / "initrd").write_bytes(f"sample initrd of {fullname}\n".encode())
+    (model_dir / "kernel").write_bytes(sample_kernel(fullname))
+    (model_dir / "initrd").write_bytes(sample_initrd(fullname))
     return boot_dir
 
 
