@@ -49,8 +49,8 @@ def echo(stream: str, line: Any, ts: Optional[float] = None) -> None:
 def flush(timeout: Optional[float] = None) -> bool:
     """Wait until every line echoed so far is delivered (or spooled, if the
     server is unreachable); False if ``timeout`` seconds passed first."""
-    if _sender is None:
-        return True
+    if _sender is None or not _sender.is_alive():
+        return _sender is None
     done = threading.Event()
     _queue.put(done)
     return done.wait(timeout)
@@ -108,15 +108,18 @@ class _Sender(threading.Thread):
         self.forwarder: Any = None  # created when the FIFO is not usable
         self.stopping = False
         self.queue = _queue
+        self.waiters: List[threading.Event] = []  # flush() calls waiting for delivery
 
     # ------------------------------------------------------------ main loop
     def run(self) -> None:
         while not self.stopping:
             busy = self.forwarder is not None and self.forwarder.busy()
+            if not busy:
+                self._release_waiters()
             try:
                 item = self.queue.get(timeout=0.02 if busy else None)
             except queue.Empty:
-                self.forwarder.pump()
+                self.forwarder.pump()  # retries, acknowledgements, spool replay
                 continue
             batch = [item]
             while len(batch) < 20000:
@@ -133,10 +136,7 @@ class _Sender(threading.Thread):
         lines: List[Any] = []
         for item in batch:
             if isinstance(item, threading.Event):
-                self._deliver(lines)
-                lines = []
-                self._wait_delivered()
-                item.set()
+                self.waiters.append(item)  # released once everything is delivered
             else:
                 lines.append(item)
         self._deliver(lines)
@@ -158,17 +158,10 @@ class _Sender(threading.Thread):
             return  # (while direct lines are pending, the FIFO would overtake them)
         self._direct(items)
 
-    def _wait_delivered(self) -> None:
-        if self.forwarder is None:
-            return
-        while self.forwarder.busy() and not self.stopping:
-            self.forwarder.pump()
-            if not self._server_reachable():
-                return  # spooled: as delivered as it gets for now
-            time.sleep(0.005)
-
-    def _server_reachable(self) -> bool:
-        return not any(link.failures for link in self.forwarder.links.values())
+    def _release_waiters(self) -> None:
+        for waiter in self.waiters:
+            waiter.set()
+        self.waiters = []
 
     # --- through the daemon
     def _fifo_usable(self) -> bool:
