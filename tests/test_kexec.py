@@ -350,3 +350,13 @@ def test_image_ids_and_allow_values() -> None:
     assert not same_image_id("a1b2c3d4e5f6", "f6e5d4c3b2a1")
     assert parse_allow(None) is True and parse_allow("No") is False
     assert parse_allow("perhaps") is None
+
+
+def test_signatures_of_the_real_debian_kernel_and_initrd() -> None:
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    initrds = sorted(Path("/boot").glob("initrd.img-*"))
+    if not kernels or not initrds:
+        pytest.skip("no kernel in /boot (install linux-image-amd64)")
+    with open(kernels[-1], "rb") as kernel, open(initrds[-1], "rb") as initrd:
+        assert kernel_kind(kernel.read(65536)) == "x86 bzImage"
+        assert initrd_kind(initrd.read(65536)) in ("cpio (newc)", "gzip", "xz", "zstd", "lz4")
