@@ -20,6 +20,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -264,39 +265,51 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
                          files: Sequence[Path], follow: bool, problems: ProblemCounter) -> EntryStream:
     argv = journalctl_argv(units, cursor, start, files, follow)
     log.debug("running %s", " ".join(argv))
-    try:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        raise JournalUnavailable("journalctl was not found on PATH (install it, or use the systemd "
-                                 "Python module: pip install walt-node[systemd])") from None
-    assert process.stdout is not None and process.stderr is not None
-    pending = b""
-    received = 0
-    try:
-        while True:
-            ready, _, _ = select.select([process.stdout], [], [], IDLE_WAIT)
-            if not ready:
-                yield None
-                continue
-            chunk = os.read(process.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                received += 1
-                yield _parsed(line.decode("utf-8", errors="replace"), problems)
-        status = process.wait()
+    # stderr in a file: a pipe nobody reads while following could fill up and block journalctl
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
+        except FileNotFoundError:
+            raise JournalUnavailable("journalctl was not found on PATH (install it, or use the systemd "
+                                     "Python module: pip install walt-node[systemd])") from None
+        try:
+            received = yield from _journalctl_entries(process, problems)
+            status = process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
         if status != 0:
-            error = process.stderr.read().decode(errors="replace").strip()
+            errors.seek(0)
+            error = errors.read().decode(errors="replace").strip()
             if cursor and received == 0 and "cursor" in error.lower():
                 raise CursorRejected(error)
             raise JournalUnavailable(f"journalctl failed (status {status}): {error}")
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
+
+
+def _journalctl_entries(process: subprocess.Popen, problems: ProblemCounter):
+    """Entries from journalctl's output (None when quiet); returns how many lines it read."""
+    assert process.stdout is not None
+    pending = b""
+    received = 0
+    while True:
+        ready, _, _ = select.select([process.stdout], [], [], IDLE_WAIT)
+        if not ready:
+            yield None
+            continue
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            received += 1
+            yield _parsed(line.decode("utf-8", errors="replace"), problems)
+    if pending:
+        received += 1
+        yield _parsed(pending.decode("utf-8", errors="replace"), problems)
+    return received
 
 
 def _parsed(line: str, problems: ProblemCounter) -> Optional[Entry]:
