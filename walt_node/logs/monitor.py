@@ -297,7 +297,8 @@ def run(args) -> int:
     if problem:
         sys.stderr.write(f"{prog}: {problem}. Nothing was run.\n")
         return 2
-    monitor = Monitor(argv, on_line=lambda line: walt_log.echo(stream, line))
+    send = _StreamLogger(walt_log, stream)
+    monitor = Monitor(argv, on_line=send)
     try:
         monitor.start()
     except FileNotFoundError:
@@ -310,13 +311,30 @@ def run(args) -> int:
     except OSError as error:
         sys.stderr.write(f"{prog}: cannot start '{argv[0]}': {error}. Nothing was run.\n")
         return EXIT_CANNOT_EXECUTE
-    walt_log.echo(stream, "START")
+    send("START")
     try:
         status = monitor.run()
     finally:
-        walt_log.echo(stream, "END")
+        send("END")
         _flush(walt_log)
     return status
+
+
+class _StreamLogger:
+    """Sends lines to the stream; a logging failure is reported once and never stops the command."""
+
+    def __init__(self, walt_log, stream: str):
+        self.walt_log = walt_log
+        self.stream = stream
+        self.failed = False
+
+    def __call__(self, line: str) -> None:
+        try:
+            self.walt_log.echo(self.stream, line)
+        except Exception as error:
+            if not self.failed:
+                log.warning("cannot log to stream '%s' (output still shown): %s", self.stream, error)
+            self.failed = True
 
 
 def _flush(walt_log) -> None:
