@@ -57,6 +57,7 @@ IDLE_WAIT = 0.5  # a quiet journal for this long triggers a checkpoint
 FLUSH_TIMEOUT = 30.0
 START_POINTS = ("boot", "all", "now")
 SOURCES = ("auto", "python", "journalctl")
+EXIT_TEMPORARY_FAILURE = 75  # EX_TEMPFAIL: systemd restarts the unit (status 1 means "fix the config")
 
 
 def add_arguments(parser) -> None:
@@ -449,6 +450,9 @@ def _journal_forward(args) -> int:
     except JournalUnavailable as error:
         sys.stderr.write(f"{prog}: cannot read the journal: {error}\n")
         return 1
+    except Exception as error:  # e.g. the logs API failed: exit without saving, restart resumes
+        log.exception("forwarding stopped: %s; the cursor stays at the last delivered entry", error)
+        return EXIT_TEMPORARY_FAILURE
     except KeyboardInterrupt:
         forwarder.checkpoint()  # save the position reached
     finally:

@@ -307,7 +307,14 @@ def _autolog(args) -> int:
                          f"{_open_hint(error)}\n")
         return 1
     problems = ProblemCounter(log)
-    protocol = MoteProtocol(lambda stream, text, ts: walt_log.echo(stream, text, ts=ts), problems)
+
+    def emit(stream: str, text: str, ts: float) -> None:
+        try:
+            walt_log.echo(stream, text, ts=ts)
+        except Exception as error:  # keep reading the mote: later lines may go through
+            problems.report("line not logged", f"stream '{stream}': {error}")
+
+    protocol = MoteProtocol(emit, problems)
     log.info("reading %s at %d bauds, waiting for LOGSTART", args.tty, args.speed)
     try:
         read_line(fd, LineReader(protocol.line, problems))
