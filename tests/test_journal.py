@@ -345,3 +345,25 @@ def test_python_module_reader_agrees_with_journalctl(tmp_path: Path) -> None:
     assert [round(e[2] * 1e6) for e in by_module] == [base + 1, base + 3]
     resumed = read_entries(python, READ_WITH_MODULE, ["a.service"], by_module[0][0], "all", journal)
     assert [e[3] for e in resumed] == ["bytes \ufffd"]
+
+
+@needs_journal_tools
+def test_a_logging_failure_exits_75_without_moving_the_cursor(
+        sim_node_root: Path, forward_setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from walt_node import log as walt_log
+    from walt_node.logs import journal as journal_cmd
+
+    _, journal, argv = forward_setup
+    write_journal(journal, [journal_entry("exp.service", "x", int(time.time() * 1e6))])
+
+    def broken_echo(*_args, **_kwargs) -> None:
+        raise OSError("logs API broken")
+    monkeypatch.setattr(walt_log, "echo", broken_echo)
+    monkeypatch.setattr(journal_cmd, "_stop_on_sigterm", lambda: None)  # keep pytest's own handler
+    parser = argparse.ArgumentParser()
+    journal_cmd.add_arguments(parser)
+    args = parser.parse_args([*argv[2:], "--no-follow"])
+    assert journal_cmd.run(args) == journal_cmd.EXIT_TEMPORARY_FAILURE
+    assert not (sim_node_root / "var/lib/walt/journal-forward.cursor").exists()
