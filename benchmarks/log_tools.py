@@ -5,7 +5,8 @@
 - walt-log-monitor: wall time and CPU of a command printing N lines, run
   directly and under the monitor (lines delivered to a simulator);
 - walt-log-monitor: total time on a command that prints nothing, next to the
-  bare interpreter + CLI start-up (`walt-node --version`);
+  bare interpreter + CLI start-up (`walt-node --version`) and to a script
+  sending the same two lines with the logs API;
 - walt-serial-autolog: mote lines per second through a pty pair, CPU per line;
 - journal-forward: journal entries per second, journalctl reader vs the
   systemd Python module (when an interpreter here has it).
@@ -65,6 +66,9 @@ def bench_monitor(sim: Simulator, lines: int) -> List[str]:
                                                     stdout=subprocess.DEVNULL, check=True))
     startup_monitor, _ = measure(lambda: subprocess.run([str(BIN / "walt-log-monitor"), "true"],
                                                         stdout=subprocess.DEVNULL, check=True))
+    # baseline: the same two lines (START, END) through the logs API from a bare script
+    api_script = "from walt_node import log; log.echo('s', 'START'); log.echo('s', 'END'); log.flush(10)"
+    startup_api, _ = measure(lambda: subprocess.run([sys.executable, "-c", api_script], check=True))
     return [
         f"walt-log-monitor, {lines} lines: direct {direct_wall:.3f} s, monitored {monitor_wall:.3f} s "
         f"(until all lines reached the server) = {monitor_wall / direct_wall:.1f}x; "
@@ -72,7 +76,9 @@ def bench_monitor(sim: Simulator, lines: int) -> List[str]:
         f"  CPU of the monitor and its command: {monitor_cpu:.2f} s "
         f"= {monitor_cpu / lines * 1e6:.1f} s per million lines (command alone: {direct_cpu:.3f} s)",
         f"walt-log-monitor on 'true' (START/END delivered): {startup_monitor * 1000:.0f} ms; "
-        f"'walt-node --version': {startup_cli * 1000:.0f} ms = {startup_monitor / startup_cli:.1f}x",
+        f"'walt-node --version': {startup_cli * 1000:.0f} ms ({startup_monitor / startup_cli:.1f}x); "
+        f"a script sending the same 2 lines with the logs API: {startup_api * 1000:.0f} ms "
+        f"({startup_monitor / startup_api:.1f}x)",
     ]
 
 
