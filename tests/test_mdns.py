@@ -156,6 +156,8 @@ def test_avahi_pid_file_counts_only_for_a_live_avahi_process(tmp_path):
     proc = subprocess.Popen([str(fake), "30"])
     try:
         (run_dir / "pid").write_text(f"{proc.pid}\n")
+        # right after fork the child is still named after the python parent: wait for exec
+        assert wait_until(lambda: Path(f"/proc/{proc.pid}/comm").read_text() == "avahi-daemon\n", 5)
         assert avahi_owner(Paths(tmp_path)) == f"avahi-daemon (pid {proc.pid}, {run_dir / 'pid'})"
     finally:
         proc.kill()

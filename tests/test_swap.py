@@ -19,6 +19,7 @@ from typing import List
 import pytest
 
 from walt_node import cli
+from walt_node.protocols import ServerError, nbd_export_info
 
 EXPORT_SIZE = 16 << 30
 NBD_SERVER = shutil.which("nbd-server")  # found now: tests replace PATH with recorders
@@ -61,11 +62,11 @@ def start_nbd_server(tmp: Path, export: str) -> tuple:
                    capture_output=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        try:  # ready = answers the handshake (a bare TCP accept may come before that)
+            nbd_export_info("127.0.0.1", export, port=port, timeout=2)
             if pidfile.exists() and pidfile.read_text().strip():
                 return port, int(pidfile.read_text())
-        except OSError:
+        except ServerError:
             pass
         time.sleep(0.05)
     pytest.fail("nbd-server did not start")

@@ -413,15 +413,19 @@ class AddressMonitor:
 
     def __init__(self):
         from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
         self.ipr = IPRoute()
-        self.ipr.bind()
+        # addresses and links only: neighbour and route chatter would wake us for nothing
+        self.ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_LINK)
 
     def fileno(self) -> int:
         return self.ipr.fileno()
 
     def drain(self) -> None:
-        self.ipr.get()
+        """Read what is queued, never block (get() waits when the queue is empty)."""
+        while select.select([self.ipr.fileno()], [], [], 0)[0]:
+            self.ipr.get()
 
     def close(self) -> None:
         self.ipr.close()
