@@ -62,6 +62,7 @@ HOSTS_BEGIN = "# BEGIN walt-node mdns peers (managed by walt-node mdns; edits he
 HOSTS_END = "# END walt-node mdns peers"
 DEBOUNCE = 0.5
 PEERS_REFRESH = 5.0
+RETRY_DELAY = 10.0
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -431,34 +432,74 @@ class AddressMonitor:
         self.ipr.close()
 
 
+class HostsKeeper:
+    """Browses peers and mirrors them into the /etc/hosts block (publish --hosts)."""
+
+    def __init__(self, paths: Paths, identity: Identity):
+        self.paths, self.identity = paths, identity
+        self.zc = None
+        self.watcher: Optional[PeerWatcher] = None
+        self.last_sync = 0.0
+
+    def restart(self) -> None:
+        """A fresh browser joins the multicast group on the interfaces as they are now."""
+        self.close()
+        self.zc = new_zeroconf()
+        self.watcher = PeerWatcher(self.zc)
+
+    def poll(self) -> None:
+        if self.watcher is None:
+            return
+        if self.watcher.changed.is_set() or time.monotonic() - self.last_sync > PEERS_REFRESH:
+            self.watcher.changed.clear()
+            self.last_sync = time.monotonic()
+            _sync_hosts(self.paths, self.watcher.peers(), self.identity)
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.zc is not None:
+            self.zc.close()
+            self.zc = None
+
+
 def publish_forever(identity: Identity, paths: Paths, interface: Optional[str],
                     manage_hosts: bool, stop: threading.Event) -> None:
     publisher = Publisher(identity, lambda: local_ipv4_addresses(interface))
     monitor = AddressMonitor()
-    watcher_zc = new_zeroconf() if manage_hosts else None
-    watcher = PeerWatcher(watcher_zc) if watcher_zc is not None else None
+    hosts = HostsKeeper(paths, identity) if manage_hosts else None
+    retry_at: Optional[float] = time.monotonic()
     try:
-        publisher.refresh()
-        last_hosts = 0.0
         while not stop.is_set():
-            ready, _, _ = select.select([monitor], [], [], 0.5)
-            if ready:
+            if select.select([monitor], [], [], 0.5)[0]:
                 monitor.drain()
                 time.sleep(DEBOUNCE)  # an address change comes as several messages
                 monitor.drain()
-                publisher.refresh()
-            if watcher is not None and (watcher.changed.is_set()
-                                        or time.monotonic() - last_hosts > PEERS_REFRESH):
-                watcher.changed.clear()
-                last_hosts = time.monotonic()
-                _sync_hosts(paths, watcher.peers(), identity)
+                retry_at = time.monotonic()
+            if retry_at is not None and time.monotonic() >= retry_at:
+                retry_at = _refresh(publisher, hosts)
+            if hosts is not None:
+                hosts.poll()
     finally:
         publisher.stop()
         monitor.close()
-        if watcher is not None:
-            watcher.close()
-            watcher_zc.close()
+        if hosts is not None:
+            hosts.close()
             _sync_hosts(paths, [], identity)  # stale entries are worse than none
+
+
+def _refresh(publisher: Publisher, hosts: Optional[HostsKeeper]) -> Optional[float]:
+    """Re-register after a change; returns when to try again if the network refused."""
+    before = list(publisher.published)
+    try:
+        publisher.refresh()
+        if hosts is not None and (hosts.watcher is None or publisher.published != before):
+            hosts.restart()
+    except OSError as error:  # e.g. no multicast route yet: the network is still coming up
+        log.warning("mDNS not ready (%s); retrying in %g s", error, RETRY_DELAY)
+        return time.monotonic() + RETRY_DELAY
+    return None
 
 
 def _sync_hosts(paths: Paths, peers: List[Peer], identity: Identity) -> None:
