@@ -54,6 +54,7 @@ isset ${{words}} || imgfetch ${{base}}/log/cleared
 chain ${{base}}/scripts/sub/a.ipxe || imgfetch ${{base}}/log/a-failed
 imgfetch ${{base}}/log/after-a-${{from_a}}
 chain ${{base}}/scripts/b.ipxe
+kernel ${{base}}/big/not-a-kernel || imgfetch ${{base}}/log/not-reached-kernel-accepted
 :a-label
 iseq ${{mac}} {mac} && imgfetch ${{base}}/log/mac-ok
 imgfetch ${{base}}/log/joined-\\
@@ -77,7 +78,8 @@ imgfetch ${base}/log/not-reached-in-b
 
 
 class Requests:
-    """What a client asked for; /fail/* is 404, /scripts/* are the scripts above."""
+    """What a client asked for; /fail/* is 404, /scripts/* are the scripts above,
+    /big/* 100 kB of no known format, anything else "ok"."""
 
     def __init__(self) -> None:
         self.paths: List[str] = []
@@ -88,6 +90,10 @@ class Requests:
             self.paths.append(path)
         if path.startswith("/fail/"):
             raise FileNotFoundError(path)
+        if path.startswith("/big/"):
+            # no known format (and too big for a PXE NBP, which a BIOS iPXE takes from any
+            # small file): iPXE's 'kernel' still accepts it; only booting it would fail
+            return b"x" * 100_000
         return SCRIPTS.get(path, "ok").encode()
 
 
@@ -172,7 +178,7 @@ def test_real_ipxe_and_walt_node_make_the_same_requests(web, tmp_path: Path) -> 
         "/log/mac-52-54-00-12-34-56-52:54:00:12:34:56", "/log/cleared",
         "/scripts/sub/a.ipxe", "/log/relative-from-a", "/fail/3", "/log/a-failed",
         "/log/after-a-yes", "/scripts/b.ipxe", "/log/absolute-from-b",
-        "/log/mac-ok", "/log/joined-line", "/log/done"]
+        "/big/not-a-kernel", "/log/mac-ok", "/log/joined-line", "/log/done"]
 
 
 def test_request_log_is_observable(web) -> None:
