@@ -161,3 +161,13 @@ def test_usage_errors(root) -> None:
 ])
 def test_led_choice_rule(names: List[str], chosen: str) -> None:
     assert pick(sorted(names)) == chosen
+
+
+def test_walt_node_blink_is_the_same_command(root) -> None:
+    led = make_led(root, "ACT")
+    env = {**os.environ, "WALT_NODE_ROOT": str(root)}
+    for value, trigger in (("1", "heartbeat"), ("0", "mmc0")):
+        done = subprocess.run([sys.executable, "-m", "walt_node", "blink", value], env=env,
+                              text=True, capture_output=True, timeout=20)
+        assert done.returncode == 0, done.stderr
+        assert kernel_accepts(led) == trigger
