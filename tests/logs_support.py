@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Set
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +36,7 @@ class LogServer:
         self._lock = threading.Lock()
         self._listener: Optional[socket.socket] = None
         self._conns: List[socket.socket] = []
+        self._crashed: Set[socket.socket] = set()
         self._next_conn = 0
         self.connections = 0
 
@@ -71,8 +73,8 @@ class LogServer:
                     chunk = conn.recv(1 << 20)
                 except OSError:
                     return
-                if not chunk:
-                    return
+                if not chunk or conn in self._crashed:
+                    return  # a crashed server stores nothing more (close() then resets)
                 buffer += chunk
                 *complete, buffer = buffer.split(b"\n")
                 parsed = []
@@ -96,7 +98,8 @@ class LogServer:
             conn.close()
 
     def crash(self) -> None:
-        """Stop listening and drop every connection at once, as a dying server would."""
+        """Stop listening and drop every connection at once, as a dying server would:
+        what its kernel acknowledged but it did not read yet is lost (RST)."""
         listener, self._listener = self._listener, None
         if listener is not None:
             try:
@@ -107,7 +110,9 @@ class LogServer:
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
+            self._crashed.add(conn)
             try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
@@ -153,7 +158,7 @@ class DaemonProcess:
     def start(self, timeout: float = 10.0) -> DaemonProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "walt_node", "logs-daemon", "--resend-window", "2", *self.args],
+            [sys.executable, "-m", "walt_node", "logs-daemon", *self.args],
             env=walt_env(self.root, self.port), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout

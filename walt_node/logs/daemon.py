@@ -55,7 +55,7 @@ class DaemonConfig:
     spool_size: int = DEFAULT_MAX_BYTES
     max_line: int = DEFAULT_MAX_LINE
     idle_close: float = 300.0
-    resend_window: float = 0.5
+    resend_window: float = 0.25
     retry_max: float = 5.0
     stop_timeout: float = 5.0
 

@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--max-line", type=int, default=65536, metavar="BYTES",
                         help="longer request lines are truncated (default: %(default)s)")
-    parser.add_argument("--resend-window", type=float, default=0.5, metavar="SECONDS",
+    parser.add_argument("--resend-window", type=float, default=0.25, metavar="SECONDS",
                         help="after a broken connection, also resend lines the server's kernel "
                              "acknowledged this recently (default: %(default)s)")
 

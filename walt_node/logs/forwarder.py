@@ -91,7 +91,7 @@ class Link:
 class Forwarder:
     def __init__(self, address: Address, spool: Optional[Spool] = None, *,
                  idle_close: float = 300.0, memory_limit: int = 8 * 1024 * 1024,
-                 resend_window: float = 0.5, retain_bytes: int = 4 * 1024 * 1024,
+                 resend_window: float = 0.25, retain_bytes: int = 2 * 1024 * 1024,
                  retry_min: float = 0.05, retry_max: float = 5.0, connect_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
         self.address = address
