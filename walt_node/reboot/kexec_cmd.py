@@ -74,9 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-failure", choices=("reboot", "exit"), default="reboot",
                         help="when kexec is not possible: run 'reboot' (default) or exit with "
                              "status 2 so the boot scripts' hard reboot follows")
-    parser.add_argument("--deadline", type=_positive, default=DEFAULT_DEADLINE, metavar="SECONDS",
+    parser.add_argument("--deadline", type=positive_seconds, default=DEFAULT_DEADLINE, metavar="SECONDS",
                         help=f"time allowed for steps 1-6 (default {DEFAULT_DEADLINE:g})")
-    parser.add_argument("--grace", type=_non_negative, default=DEFAULT_GRACE, metavar="SECONDS",
+    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="after a successful 'reboot' or 'systemctl kexec' request, how long "
                              f"to wait for the OS to stop us before giving up (default "
                              f"{DEFAULT_GRACE:g})")
@@ -84,14 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first script, a boot-root path or URL (default /start.ipxe)")
 
 
-def _positive(text: str) -> float:
-    value = _non_negative(text)
+def positive_seconds(text: str) -> float:
+    value = non_negative_seconds(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
 
 
-def _non_negative(text: str) -> float:
+def non_negative_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from walt_node.paths import Paths
+from walt_node.reboot.kexec_cmd import non_negative_seconds, positive_seconds
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ Example:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS,
                         help="override the method of /etc/walt/reboot.conf")
-    parser.add_argument("--hook-timeout", type=float, default=HOOK_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--hook-timeout", type=positive_seconds, default=HOOK_TIMEOUT, metavar="SECONDS",
                         help=f"time limit of each hook (default {HOOK_TIMEOUT:g})")
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long to wait for the OS to stop us once a reboot is requested "
                              f"(default {DEFAULT_GRACE:g})")
 
