@@ -169,6 +169,13 @@ class _CommandFailed(Exception):
     """A command failed the way an iPXE command fails: ``||`` may catch it."""
 
 
+class _ScriptFailed(Exception):
+    """A script ended on a failed line; the chain line that ran it fails with ``error``."""
+
+    def __init__(self, error: IpxeError):
+        self.error = error
+
+
 class _ScriptExit(Exception):
     def __init__(self, status: int, where: Where):
         self.status = status
@@ -512,11 +519,6 @@ class Interpreter:
         kernel = self.selected
         initrds = [image for image in self.images if image is not kernel]
         raise _Booted(BootPlan(kernel, initrds, list(self.scripts), list(self.messages)))
-
-
-class _ScriptFailed(Exception):
-    def __init__(self, error: IpxeError):
-        self.error = error
 
 
 def interpret(fetch: Fetch, variables: Optional[Dict[str, str]] = None,
