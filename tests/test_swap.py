@@ -49,14 +49,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_nbd_server(tmp: Path, export: str) -> tuple:
+def start_nbd_server(tmp: Path, export: str, allow_list: bool = False) -> tuple:
+    """(port, pid) of a daemonized nbd-server; allow_list lets `nbd-client -l` list exports."""
     image = tmp / "swap.img"
     with open(image, "wb") as f:
         f.truncate(EXPORT_SIZE)  # sparse: no disk space used
     port = free_port()
     conf = tmp / "nbd.conf"
     conf.write_text(f"[generic]\n    port = {port}\n    listenaddr = 127.0.0.1\n"
-                    f"[{export}]\n    exportname = {image}\n")
+                    + ("    allowlist = true\n" if allow_list else "")
+                    + f"[{export}]\n    exportname = {image}\n")
     pidfile = tmp / "nbd.pid"
     subprocess.run([str(NBD_SERVER), "-C", str(conf), "-p", str(pidfile)], check=True, timeout=10,
                    capture_output=True)

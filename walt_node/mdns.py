@@ -63,6 +63,7 @@ HOSTS_END = "# END walt-node mdns peers"
 DEBOUNCE = 0.5
 PEERS_REFRESH = 5.0
 RETRY_DELAY = 10.0
+FIRST_RETRY = 0.2
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -191,7 +192,9 @@ def resolve(name: str, timeout: float, zc=None) -> List[str]:
     zc = zc or new_zeroconf()
     try:
         deadline = time.monotonic() + timeout
-        next_query, interval = time.monotonic(), 1.0
+        # a query sent while zeroconf is still setting up its sockets can be lost,
+        # so the first retry comes quickly; then RFC 6762 §5.2: 1 s, doubling
+        next_query, interval = time.monotonic(), FIRST_RETRY
         while True:
             now_ms = current_time_millis()  # zeroconf's own clock for record expiry
             records = [r for r in zc.cache.get_all_by_details(target, _TYPE_A, _CLASS_IN)
@@ -201,11 +204,16 @@ def resolve(name: str, timeout: float, zc=None) -> List[str]:
             now = time.monotonic()
             if now >= deadline:
                 return []
-            if now >= next_query:  # RFC 6762 §5.2: retry after 1 s, then double
+            if now >= next_query:
+                question = DNSQuestion(target, _TYPE_A, _CLASS_IN)
+                # QU (RFC 6762 §5.4): the responder answers at once by unicast instead
+                # of holding a multicast answer back; later retries ask for multicast
+                question.unicast = interval <= FIRST_RETRY
                 out = DNSOutgoing(_FLAGS_QR_QUERY)
-                out.add_question(DNSQuestion(target, _TYPE_A, _CLASS_IN))
+                out.add_question(question)
                 zc.send(out)
-                next_query, interval = now + interval, interval * 2
+                next_query = now + interval
+                interval = 1.0 if interval == FIRST_RETRY else interval * 2
             time.sleep(0.05)
     finally:
         if own:
