@@ -113,6 +113,15 @@ def test_two_nodes_resolve_each_other_list_peers_and_keep_hosts(two_nodes):
     assert wait_until(a_sees_new_address, 20, step=0.5)
     assert wait_until(lambda: "10.77.0.12\tnodeb.local nodeb\n" in (a["root"] / "etc/hosts").read_text(), 20)
 
+    # a one-shot `peers --hosts` writes the same block (this node itself left out)
+    one_shot_root = a["root"].parent / "one-shot"
+    (one_shot_root / "etc").mkdir(parents=True)
+    (one_shot_root / "etc/hosts").write_text(ORIGINAL_HOSTS)
+    done = mdns(a["ns"], node_env(one_shot_root, NODES["a"]), "peers", "--hosts", "--timeout", "2")
+    assert done.returncode == 0, done.stderr
+    block = (one_shot_root / "etc/hosts").read_text()[len(ORIGINAL_HOSTS):]
+    assert block.startswith(HOSTS_BEGIN) and "nodeb.local nodeb\n" in block and "nodea" not in block
+
     # stopping a publisher removes its block and leaves the file as the admin wrote it
     a["proc"].terminate()
     assert a["proc"].wait(timeout=15) == 0

@@ -577,6 +577,16 @@ def _run_resolve(args) -> int:
     return EXIT_OK
 
 
+def _own_hostname(paths: Paths) -> Optional[str]:
+    """This node's name, to keep it out of its own hosts block (None if unknown)."""
+    from walt_node.facts import FactMissing, NodeFacts
+
+    try:
+        return NodeFacts(paths).hostname.split(".")[0]
+    except FactMissing:
+        return None
+
+
 def _run_peers(args) -> int:
     zc = new_zeroconf()
     watcher = PeerWatcher(zc)
@@ -597,8 +607,9 @@ def _run_peers(args) -> int:
                   f"{p.txt.get('mac', ''):<17}  {p.txt.get('image', '')}")
     if args.hosts:
         paths = Paths.from_env()
+        own = _own_hostname(paths)
         try:
-            update_hosts(paths.etc_hosts, peers)
+            update_hosts(paths.etc_hosts, [p for p in peers if p.hostname != f"{own}.local"])
         except (HostsFileError, OSError) as error:
             print(f"walt-node mdns: cannot update {paths.etc_hosts}: {error}", file=sys.stderr)
             return EXIT_FAILED
