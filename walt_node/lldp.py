@@ -261,15 +261,23 @@ def add_arguments(parser) -> None:
         else:
             action.add_argument("--watch", action="store_true",
                                 help="keep running and report changes")
-            action.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="S",
+            action.add_argument("--interval", type=positive_seconds, default=DEFAULT_INTERVAL, metavar="S",
                                 help=f"--watch: seconds between two looks (default {DEFAULT_INTERVAL:g})")
             action.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="S",
                                 help="--watch: re-report every neighbour after S seconds, "
                                      f"0 = never (default {DEFAULT_REFRESH:g})")
             action.add_argument("--timeout", type=float, default=5.0, metavar="S",
                                 help="time limit of one server call (default 5)")
-            # stop --watch after N rounds: for tests and benchmarks, not users
-            action.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seconds")
+    return value
 
 
 def _print_table(neighbors: List[Neighbor]) -> None:
@@ -320,7 +328,6 @@ def _report_once(args, reporter: Reporter) -> int:
 
 
 def _watch(args, reporter: Reporter) -> int:
-    rounds = 0
     lldpd_warned = False
     while True:
         try:
@@ -336,9 +343,6 @@ def _watch(args, reporter: Reporter) -> int:
             _log_outcome(outcome)
             if outcome.reported or outcome.failed:
                 log.info("%s", outcome.summary())
-        rounds += 1
-        if args.rounds and rounds >= args.rounds:
-            return EXIT_OK
         time.sleep(args.interval)
 
 
