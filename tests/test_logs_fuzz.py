@@ -27,8 +27,10 @@ garbage = st.one_of(
 def parse_all(parser: FifoParser, chunks: List[bytes]) -> List[bytes]:
     out = []
     for chunk in chunks:
-        for stream, lines in parser.feed(chunk).items():
-            out += [stream + b"|" + line for line in lines]
+        for stream, blocks in parser.feed(chunk).items():
+            for block in blocks:
+                assert block.endswith(b"\n")
+                out += [stream + b"|" + line for line in block[:-1].split(b"\n")]
     return out
 
 
@@ -37,7 +39,12 @@ def parse_all(parser: FifoParser, chunks: List[bytes]) -> List[bytes]:
        st.data())
 def test_chunking_does_not_change_the_lines(pairs, data) -> None:
     stream_names = [name for name, _ in pairs]
-    raw = b"".join(b"TSLOG 17.5 %s %s\n" % (name, text) for name, (_, text) in zip(stream_names, pairs))
+    use_log = data.draw(st.booleans())  # LOG lines of one stream take the fast path
+    if use_log:
+        raw = b"".join(b"LOG a %s\n" % text for _, text in pairs)
+        stream_names = [b"a"] * len(pairs)
+    else:
+        raw = b"".join(b"TSLOG 17.5 %s %s\n" % (name, text) for name, (_, text) in zip(stream_names, pairs))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=10)))
     chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
     whole = parse_all(FifoParser(clock=lambda: 1.0), [raw])
@@ -46,7 +53,7 @@ def test_chunking_does_not_change_the_lines(pairs, data) -> None:
     for name in set(stream_names):
         assert [x for x in whole if x.startswith(name + b"|")] == \
                [x for x in pieces if x.startswith(name + b"|")]
-    expected = [b"17.500000 " + text for _, text in pairs]
+    expected = [(b"1.000000 " if use_log else b"17.500000 ") + text for _, text in pairs]
     got = [x.split(b"|", 1)[1] for x in whole]
     assert sorted(got) == sorted(expected)
 
@@ -55,13 +62,17 @@ def test_overlong_line_is_not_buffered() -> None:
     parser = FifoParser(max_line=1000, clock=lambda: 2.0)
     assert parser.feed(b"LOG s " + b"z" * 5000) == {b"s": [b"2.000000 " + b"z" * 994
                                                           + b" [walt-node: line truncated, "
-                                                            b"longer than 1000 bytes]"]}
+                                                            b"longer than 1000 bytes]\n"]}
     assert parser.pending_bytes() == 0
     for _ in range(100):  # megabytes more of the same line: nothing kept
         assert parser.feed(b"z" * 10000) == {}
         assert parser.pending_bytes() == 0
-    assert parser.feed(b"zz\nLOG s next\n") == {b"s": [b"2.000000 next"]}
-    assert parser.counts == {"overlong line (delivered truncated)": 1}
+    assert parser.feed(b"zz\nLOG s next\n") == {b"s": [b"2.000000 next\n"]}
+    long_line = b"LOG s " + b"q" * 1200 + b"\n"  # complete but overlong: no fast path
+    assert parser.feed(b"LOG s a\n" + long_line) == {b"s": [b"2.000000 a\n2.000000 " + b"q" * 1000
+                                                             + b" [walt-node: line truncated, "
+                                                               b"longer than 1000 bytes]\n"]}
+    assert parser.counts == {"overlong line (delivered truncated)": 2}
 
 
 _counter = itertools.count()

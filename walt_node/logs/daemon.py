@@ -227,12 +227,12 @@ class LogsDaemon:
         return True
 
     def _dispatch(self, batches: Dict[bytes, list]) -> None:
-        for raw, lines in batches.items():
+        for raw, blocks in batches.items():
             name = self._names.get(raw)
             if name is None:
                 name = self._names[raw] = raw.decode("utf-8")
-            lines.append(b"")
-            self.forwarder.add(name, b"\n".join(lines))
+            for block in blocks:
+                self.forwarder.add(name, block)
 
     def _shutdown(self) -> None:
         log.info("stopping: reading what writers already wrote, then delivering or spooling")
