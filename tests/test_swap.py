@@ -237,13 +237,18 @@ def test_attach_picks_a_free_device_loads_the_module_and_skips_a_missing_overlay
     assert not any(c.startswith("mount") for c in calls)
 
 
-def test_attach_undoes_the_connection_when_swapon_fails(node, nbd_server, capsys, monkeypatch):
-    monkeypatch.setenv("FAIL_swapon", "1")
+@pytest.mark.parametrize("failing,message", [("nbd-client", "connecting /dev/nbd0 to 127.0.0.1"),
+                                             ("mkswap", "mkswap /dev/nbd0"),
+                                             ("swapon", "swapon /dev/nbd0")])
+def test_attach_undoes_the_connection_when_a_step_fails(node, nbd_server, capsys, monkeypatch,
+                                                        failing, message):
+    monkeypatch.setenv("FAIL_" + failing.replace("-", "_"), "1")
     status, out = swap(capsys, "attach", "--server", "127.0.0.1", "--nbd-port", str(nbd_server))
     assert status == 4
     dev = f"{node.root}/dev/nbd0"
-    assert node.calls()[-2:] == [f"swapon {dev}", f"nbd-client -d {dev}"]
-    assert "NBD swap not attached: swapon" in out
+    assert node.calls()[-2].startswith(failing)
+    assert node.calls()[-1] == f"nbd-client -d {dev}"
+    assert f"NBD swap not attached: {message} failed" in out
     assert not (node.root / "run/walt-node/swap.json").exists()
     assert not (node.root / "sys/block/nbd0/pid").exists()
 

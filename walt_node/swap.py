@@ -276,9 +276,10 @@ def _attach_device(paths: Paths, server: str, port: int, budget: Budget) -> str:
     if device is None:
         raise StepFailed(f"no free NBD device (every {paths.sys_block}/nbd* is connected)")
     node = device_path(paths, device)
-    step(["nbd-client", "-N", EXPORT_NAME, server, str(port), node, "-swap"], budget,
-         f"connecting {device} to {server}")
     try:
+        # a connect killed by its time limit may leave the device half set up: undo that too
+        step(["nbd-client", "-N", EXPORT_NAME, server, str(port), node, "-swap"], budget,
+             f"connecting {device} to {server}")
         step(["mkswap", node], budget, f"mkswap {device}")
         step(["swapon", node], budget, f"swapon {device}")
     except StepFailed:
