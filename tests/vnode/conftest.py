@@ -14,6 +14,7 @@ because it reboots the guest.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -64,7 +65,8 @@ def work_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def platform(work_dir: Path) -> Iterator[Platform]:
-    kernel = image.KernelFiles.from_host()
+    debian_kernel = image.KernelFiles.from_host()
+    kernel = dataclasses.replace(debian_kernel, initrd=image.ensure_small_initrd(debian_kernel))
     config = SimConfig(
         nodes=[SimNode(mac=MAC, name="node1", ip="127.0.0.1", model=MODEL, image=FIRST_IMAGE)],
         images=[

@@ -206,7 +206,7 @@ def test_4_kexec_reboot_into_the_bound_image(vnode: VirtualNode, platform: Platf
     console_start, shell_start = vnode.console.offset, vnode.shell_port.offset
     shell.start_background(reboot)
 
-    kernel = vnode.console.wait_for(r"Command line: ([^\r\n]*)", 120, console_start,
+    kernel = vnode.console.wait_for(r"Command line: ([^\r\n]*)\r?\n", 120, console_start,
                                     "second kernel started by kexec")
     assert "Starting new kernel" in vnode.console.text(console_start), "not a kexec jump"
     assert SECOND_MARKER in kernel.group(1).split(), f"second kernel command line: {kernel.group(1)}"

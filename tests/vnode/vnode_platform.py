@@ -31,7 +31,7 @@ def _start_ipxe(marker: str) -> str:
         "kernel vmlinuz root=/dev/vda rw console=ttyS0,115200 panic=1 "
         f"walt.server.ip=${{server}} walt.node.model={MODEL} BOOTIF=01-${{mac:hexhyp}} "
         "walt.test.marker=${marker}\n"
-        "initrd initrd.img || echo no initrd\n"
+        "initrd initrd.img\n"
         "boot\n"
     )
 
