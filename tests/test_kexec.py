@@ -144,7 +144,7 @@ def test_server_down(sim, root, recorder) -> None:
     done = run_walt_node(KEXEC, root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "the server cannot be asked" in done.stdout
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15  # bounded steps, far below the server's 60 s
 
 
 def test_server_down_with_on_failure_exit(sim, root, recorder) -> None:
@@ -250,7 +250,7 @@ def test_failing_reboot_exits_non_zero_at_once(sim, root, recorder) -> None:
                                                  "WALT_TEST_STOPS_CALLER": ""})
     assert done.returncode == 1
     assert "reboot failed" in done.stdout
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15  # bounded steps, far below the server's 60 s
 
 
 def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, sim) -> None:
@@ -287,7 +287,9 @@ def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, sim) -> 
         for connection in accepted:
             connection.close()
     assert_no_kexec_then_reboot(recorder, done)
-    assert elapsed < 8, done.stdout
+    # 2 s deadline, then at most 2 s of log delivery and 5 s of sync before 'reboot';
+    # the slack is for a loaded machine (the point: nowhere near the 60 s the server allows)
+    assert elapsed < 15, done.stdout
     assert "deadline" in done.stdout or "no answer in time" in done.stdout or \
         "timed out" in done.stdout, done.stdout
 

@@ -64,7 +64,7 @@ def test_hooks_run_in_order_then_the_os_reboot(root, recorder) -> None:
     add_hook(root, "50-last", hook_records(recorder, "50-last"))
     started = time.monotonic()
     done = run_walt_node([*REBOOT, "--hook-timeout", "0.5"], root, recorder)
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 15  # the hanging hook was stopped after 0.5 s
     assert done.returncode == -9, done.stdout  # stopped by 'reboot' like a real one
     assert [call["prog"] for call in recorder.calls()] == [
         "hook:10-first", "hook:20-second", "hook:40-hangs", "hook:50-last", "reboot"]
@@ -92,7 +92,7 @@ def test_failing_or_missing_reboot_exits_non_zero_quickly(root, recorder) -> Non
                          {"PATH": f"{recorder.bin}:{Path(sys.executable).parent}"})
     assert done.returncode == 1
     assert "'reboot' was not found on PATH" in done.stdout
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15  # not the 20 s grace
 
 
 def test_kexec_method_from_reboot_conf(sim, root, recorder) -> None:
