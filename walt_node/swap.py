@@ -347,7 +347,7 @@ def install_prerequisites(dry_run: bool, out=None) -> int:
         print("would run: " + " ".join(argv), file=out or sys.stdout)
         return EXIT_OK
     try:
-        runner.run(argv, timeout=900)
+        runner.run(argv, timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     except runner.CommandMissing:
         print(f"apt-get is not available: install {' '.join(packages)} with this image's "
               "package manager", file=out or sys.stdout)
