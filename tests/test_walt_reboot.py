@@ -60,7 +60,9 @@ def test_hooks_run_in_order_then_the_os_reboot(root, recorder) -> None:
     add_hook(root, "20-second", hook_records(recorder, "20-second"))
     add_hook(root, "10-first", hook_records(recorder, "10-first") + "\nexit 3")  # fails: goes on
     add_hook(root, "30-not-executable", hook_records(recorder, "30"), executable=False)
-    add_hook(root, "40-hangs", hook_records(recorder, "40-hangs") + "\nsleep 30")
+    pid_file = root / "hang.pid"
+    add_hook(root, "40-hangs", hook_records(recorder, "40-hangs")
+             + f"\nsleep 30 &\necho $! > {pid_file}\nwait")
     add_hook(root, "50-last", hook_records(recorder, "50-last"))
     started = time.monotonic()
     done = run_walt_node([*REBOOT, "--hook-timeout", "0.5"], root, recorder)
@@ -69,6 +71,10 @@ def test_hooks_run_in_order_then_the_os_reboot(root, recorder) -> None:
     assert [call["prog"] for call in recorder.calls()] == [
         "hook:10-first", "hook:20-second", "hook:40-hangs", "hook:50-last", "reboot"]
     assert "hook" in done.stdout and "10-first" in done.stdout  # the failure is reported
+    assert "40-hangs did not finish within 0.5 s" in done.stdout
+    # the hanging hook's own children were stopped with it
+    hung = int(pid_file.read_text())
+    assert not Path(f"/proc/{hung}").exists() or "sleep" not in Path(f"/proc/{hung}/cmdline").read_text()
 
 
 def test_reboot_returning_waits_then_exits_non_zero(root, recorder) -> None:

@@ -113,14 +113,30 @@ def run_hooks(directory: Path, hook_timeout: float, budget: float) -> None:
         if left <= 0:
             log.warning("hooks took more than %g s; skipping %s and later ones", budget, hook)
             return
+        limit = min(hook_timeout, left)
         try:
-            done = run([str(hook)], timeout=min(hook_timeout, left), check=True)
+            done = run(_time_limited(hook, limit), timeout=limit + 2, check=True)
             log.info("hook %s done%s", hook.name, f": {done.stdout.strip()}" if done.stdout.strip()
                      else "")
         except CommandFailed as error:
-            log.warning("hook %s failed, rebooting anyway: %s", hook, error)
+            if error.returncode in (None, -9, 128 + 9):  # killed by the time limit
+                log.warning("hook %s did not finish within %g s: stopped, rebooting anyway",
+                            hook, limit)
+            else:
+                log.warning("hook %s failed, rebooting anyway: %s", hook, error)
         except OSError as error:
             log.warning("hook %s could not run, rebooting anyway: %s", hook, error)
+
+
+def _time_limited(hook: Path, seconds: float) -> List[str]:
+    """argv running ``hook`` under coreutils' timeout, which kills the hook's whole
+    process group (the runner's own timeout would only kill the hook, leaving e.g.
+    its 'sleep' behind)."""
+    from walt_node.runner import which
+
+    if which("timeout") is None:
+        return [str(hook)]
+    return ["timeout", "-s", "KILL", f"{seconds:.3f}", str(hook)]
 
 
 def run(args: argparse.Namespace) -> int:
