@@ -362,3 +362,30 @@ def test_signatures_of_the_real_debian_kernel_and_initrd() -> None:
     with open(kernels[-1], "rb") as kernel, open(initrds[-1], "rb") as initrd:
         assert kernel_kind(kernel.read(65536)) == "x86 bzImage"
         assert initrd_kind(initrd.read(65536)) in ("cpio (newc)", "gzip", "xz", "zstd", "lz4")
+
+
+def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, monkeypatch, tmp_path) -> None:
+    """The node is re-bound right after the first binding check (while the boot files are
+    fetched): the second check sees it and nothing is loaded."""
+    import io
+
+    from walt_node.paths import Paths
+    from walt_node.reboot import binding as binding_module
+    from walt_node.reboot.kexec_cmd import NoKexec, Options, Reporter, prepare
+    from walt_node.reboot.source import Deadline
+
+    real_check = binding_module.check_binding
+    checks = []
+
+    def check_then_rebind(*args, **kwargs):
+        result = real_check(*args, **kwargs)
+        checks.append(result.image)
+        if len(checks) == 1:
+            sim.bind(MAC, OTHER_IMAGE)
+        return result
+
+    monkeypatch.setattr(binding_module, "check_binding", check_then_rebind)
+    out = io.StringIO()
+    with pytest.raises(NoKexec, match="the binding changed while preparing"):
+        prepare(Paths(root), Reporter(out), Deadline(20), tmp_path, Options())
+    assert checks == [DEFAULT_IMAGE, OTHER_IMAGE]
