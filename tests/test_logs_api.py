@@ -39,6 +39,7 @@ def test_no_daemon_goes_direct_and_flushes_at_exit(tmp_path: Path) -> None:
         assert got == [b"line %d" % i for i in range(3000)] + [b"two  spaces\tand tab"]
         assert server.records()[-1].ts == 1700000000.5
         assert server.closed_properly.get(1) is True, "the stream ends with CLOSE"
+        assert not list((tmp_path / "var/lib/walt/logs-spool").glob("api-*")), "empty spool left"
     finally:
         server.crash()
 
@@ -186,9 +187,14 @@ def test_bad_stream_names_are_refused_clearly(tmp_path: Path) -> None:
                 log.echo(name, "x")
             except ValueError as error:
                 print(error)
-    """, walt_env(tmp_path, 1))
+        try:
+            log.echo("fine", "x", ts="yesterday")
+        except ValueError as error:
+            print("bad ts:", error)
+    """, walt_env(tmp_path, 1, WALT_LOG_EXIT_TIMEOUT="0.2"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("invalid log stream name") == 4
+    assert "bad ts:" in done.stdout
 
 
 def test_log_command(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def echo(stream: str, line: Any, ts: Optional[float] = None) -> None:
         _start()
     if stream not in _checked_streams:
         _check_stream(stream)
-    _queue.put((stream, line, time.time() if ts is None else ts))
+    _queue.put((stream, line, time.time() if ts is None else float(ts)))
 
 
 def flush(timeout: Optional[float] = None) -> bool:
@@ -147,7 +147,8 @@ class _Sender(threading.Thread):
         self.join(timeout)
         if self.forwarder is not None:
             self.forwarder.shutdown(timeout)
-            self.forwarder.spool.close()
+            if self.forwarder.spool is not None:
+                self.forwarder.spool.close(remove_if_empty=True)
 
     # ------------------------------------------------------------ delivery
     def _deliver(self, items: List[Any]) -> None:

@@ -102,12 +102,19 @@ class Spool:
         self._index_tree(self.dir)
         return self
 
-    def close(self) -> None:
+    def close(self, remove_if_empty: bool = False) -> None:
+        """Release the tree; a short-lived owner (a script) removes it when empty."""
         for spool in self._streams.values():
             self._stop_appending(spool)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock_fd is None:
+            return
+        if remove_if_empty and not any(s.segments for s in self._streams.values()):
+            for spool in self._streams.values():
+                _remove_quietly(spool.directory)
+            _remove_quietly(self.dir)
+            _unlink_quietly(self.root / f"{self.owner}.lock")
+        os.close(self._lock_fd)
+        self._lock_fd = None
 
     def adopt(self) -> int:
         """Move the segments of dead owners' trees into ours; returns how many."""
