@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
-from tests.netns import namespace, netns_unavailable_reason, veth_link  # noqa: E402
-from tests.test_lldp import SWITCH_MAC, lldpcli, start_lldpd  # noqa: E402
-from tests.test_swap import start_nbd_server  # noqa: E402
+from netns import namespace, netns_unavailable_reason, veth_link  # noqa: E402
+from test_lldp import SWITCH_MAC, lldpcli, start_lldpd  # noqa: E402
+from test_swap import start_nbd_server  # noqa: E402
+
 from walt_node.lldp import read_neighbors  # noqa: E402
 from walt_node.protocols import nbd_export_info  # noqa: E402
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable, List, Tuple
 
 import pytest
+from netns import Netns, requires_netns, veth_link
 
-from tests.netns import Netns, requires_netns, veth_link
 from walt_node.lldp import Neighbor, Reporter, parse_neighbors
 
 SWITCH_MAC = "02:5a:11:22:33:44"

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from netns import Netns, requires_netns, veth_link
 
-from tests.netns import Netns, requires_netns, veth_link
 from walt_node.mdns import (
     HOSTS_BEGIN,
     HOSTS_END,
