@@ -131,6 +131,10 @@ class _Sender(threading.Thread):
                 self._handle(batch)
             except Exception:  # never let the thread die: later lines must still go
                 _LOG.exception("walt_node.log: delivering log lines failed")
+            if self.fifo_fd is not None and self.queue.empty():
+                # idle: let go of the FIFO, so a stopping daemon sees its last writer leave
+                os.close(self.fifo_fd)
+                self.fifo_fd = None
 
     def _handle(self, batch: List[Any]) -> None:
         lines: List[Any] = []

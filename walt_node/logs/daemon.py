@@ -230,6 +230,8 @@ class LogsDaemon:
         for raw, blocks in batches.items():
             name = self._names.get(raw)
             if name is None:
+                if len(self._names) >= 10_000:
+                    self._names.clear()
                 name = self._names[raw] = raw.decode("utf-8")
             for block in blocks:
                 self.forwarder.add(name, block)

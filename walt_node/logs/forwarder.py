@@ -167,6 +167,8 @@ class Forwarder:
         events = self._events()
         for link in list(self.links.values()):
             self._service(link, events.get(link.sock.fileno(), 0) if link.sock else 0, now)
+            if link.sock is None and not link.has_memory_data() and not self._spooled(link):
+                del self.links[link.stream]  # closed and empty (stream names come and go)
 
     def _events(self) -> Dict[int, int]:
         fds = self.poll_fds()

@@ -182,8 +182,10 @@ class FifoParser:
                 name = stream.decode("utf-8")
             except UnicodeDecodeError:
                 name = ""
-            known = bool(name) and name.isprintable() and len(self._streams) < 100_000
+            known = bool(name) and name.isprintable()
             if known:
+                if len(self._streams) >= 10_000:
+                    self._streams.clear()  # a cache: stream names come and go
                 self._streams[stream] = known
         return known
 
