@@ -114,15 +114,20 @@ done
 
 def test_thousand_separate_writes_repeated_100_times(daemon: DaemonProcess, server: LogServer) -> None:
     shell = "dash" if subprocess.run(["which", "dash"], capture_output=True).returncode == 0 else "sh"
+    # keep the daemon busy meanwhile: a flood on another stream
+    flood = threading.Thread(target=_writer, args=(daemon.fifo, "flood", 200_000, 1700000000.0, 3.0))
+    flood.start()
     statuses = []
     for batch in range(0, 100, 4):  # 4 shells at a time, each a thousand open/write/close
         procs = [subprocess.Popen([shell, "-c", SHELL_LOOP, "loop", str(rep), str(daemon.fifo)])
                  for rep in range(batch, batch + 4)]
         statuses += [proc.wait(60) for proc in procs]
     assert statuses == [0] * 100, "a writer was killed or failed"
+    flood.join(30)
     expected = [b"line-%d" % i for i in range(1000)]
-    assert server.wait_for(lambda r: len(r) >= 100_000, 30), len(server.records())
+    assert server.wait_for(lambda r: len(r) >= 300_000, 30), len(server.records())
     records = server.records()
+    assert texts(records, "flood") == [b"n%06d" % i for i in range(200_000)]
     for rep in range(100):
         assert texts(records, f"loop{rep}") == expected, rep
 

@@ -52,6 +52,16 @@ def parse_size(text: str) -> int:
     return size
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration '{text}': give a number of seconds >= 0")
+    return value
+
+
 def parse_server(text: str) -> Tuple[str, Optional[int]]:
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -75,12 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", type=parse_server, default=None, metavar="HOST[:PORT]",
                         help="the server's logs port (default: from the node facts, "
                              "see 'walt-node facts')")
-    parser.add_argument("--idle-close", type=float, default=300.0, metavar="SECONDS",
+    parser.add_argument("--idle-close", type=positive_seconds, default=300.0, metavar="SECONDS",
                         help="close a stream's connection (CLOSE) after this idle time "
                              "(default: %(default)s)")
     parser.add_argument("--max-line", type=int, default=65536, metavar="BYTES",
                         help="longer request lines are truncated (default: %(default)s)")
-    parser.add_argument("--resend-window", type=float, default=0.25, metavar="SECONDS",
+    parser.add_argument("--resend-window", type=positive_seconds, default=0.25, metavar="SECONDS",
                         help="after a broken connection, also resend lines the server's kernel "
                              "acknowledged this recently (default: %(default)s)")
 

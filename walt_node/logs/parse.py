@@ -52,7 +52,8 @@ class FifoParser:
                  clock: Callable[[], float] = time.time,
                  report: Reporter = _ignore):
         if max_line < 64:
-            raise ValueError(f"maximum line length {max_line} is too small (at least 64 bytes)")
+            raise ValueError(f"maximum line length {max_line} is too small: give --max-line "
+                             "at least 64 (bytes)")
         self.max_line = max_line
         self.clock = clock
         self.report = report

@@ -70,7 +70,8 @@ class Spool:
     def __init__(self, root: Path, owner: str, max_bytes: int = DEFAULT_MAX_BYTES,
                  segment_bytes: int = 1024 * 1024, clock_ns: Callable[[], int] = time.time_ns):
         if max_bytes < 64 * 1024:
-            raise ValueError(f"spool size {max_bytes} bytes is too small (at least 64 KiB)")
+            raise ValueError(f"log spool size {max_bytes} bytes is too small: give --spool-size "
+                             "(or WALT_LOGS_SPOOL_SIZE) at least 64K")
         self.root = Path(root)
         self.owner = owner
         self.max_bytes = max_bytes
