@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List
@@ -180,6 +181,26 @@ def test_status_export_not_offered(node, tmp_path, capsys):
     assert status == 1
     assert (f"MISSING server export swap-16G: NBD server 127.0.0.1:{port}: "
             "the server has no export named 'swap-16G'") in out
+
+
+def test_status_names_a_server_that_does_not_speak_nbd(node, capsys):
+    with socket.socket() as impostor:
+        impostor.bind(("127.0.0.1", 0))
+        impostor.listen(1)
+        port = impostor.getsockname()[1]
+
+        def answer_garbage() -> None:
+            conn, _ = impostor.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        status, out = swap(capsys, "status", "--server", "127.0.0.1", "--nbd-port", str(port))
+        thread.join(timeout=5)
+    assert status == 1
+    assert f"MISSING server export swap-16G: NBD server 127.0.0.1:{port}: not an NBD newstyle server" in out
 
 
 def test_status_server_unreachable_and_server_unknown(node, capsys):
