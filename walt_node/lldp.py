@@ -40,7 +40,10 @@ server knows the platform topology.
               reports, re-report everything every --refresh seconds (so a
               restarted server learns the topology again)
 
-Needs lldpd running (package lldpd). Examples:
+Exit status of report (without --watch): 0 reported, 2 nothing usable to
+report, 1 lldpd or the server failed. Needs lldpd running (package lldpd).
+
+Examples:
   walt-node lldp neighbors
   walt-node lldp report --watch --interval 10
 """

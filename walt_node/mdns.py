@@ -50,6 +50,9 @@ is its pure-Python alternative).
 between '# BEGIN walt-node mdns peers' and '# END walt-node mdns peers'
 lines, rewritten atomically; other lines are never touched.
 
+Exit status: 0 done (publish: stopped, or stood aside for avahi-daemon),
+1 an error (facts, name conflict, hosts file), 2 resolve got no answer.
+
 Examples:
   walt-node mdns publish --hosts
   walt-node mdns resolve node2
