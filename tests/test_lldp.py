@@ -21,7 +21,6 @@ from walt_node.lldp import Neighbor, Reporter, parse_neighbors
 SWITCH_MAC = "02:5a:11:22:33:44"
 NODE_MAC = "52:54:00:12:34:56"
 HOSTILE_PORT = "port'); import os; os.system('touch /tmp/pwned'); ('\"x"
-IMAGE = "waltplatform/pc-x86-64-default:latest"
 
 requires_lldpd = pytest.mark.skipif(shutil.which("lldpd") is None or shutil.which("lldpcli") is None,
                                     reason="lldpd is not installed")
@@ -95,14 +94,9 @@ def see_switch(node_sock: Path, env: dict, port: str) -> Callable[[], bool]:
 
 
 @pytest.fixture
-def simulator(tmp_path):
-    sim_module = pytest.importorskip("walt_node.sim")
-    cfg = sim_module.SimConfig(
-        nodes=[sim_module.SimNode(mac=NODE_MAC, name="node1", ip="127.0.0.1",
-                                  model="pc-x86-64", image=IMAGE, conf={})],
-        images=[sim_module.SimImage(fullname=IMAGE, id="a1b2c3", boot_dir=tmp_path)])
-    with sim_module.Simulator(cfg, host="127.0.0.1") as sim:
-        yield sim
+def simulator(sim):
+    """The shared loopback simulator (tests/conftest.py): node1 is 127.0.0.1, mac NODE_MAC."""
+    return sim
 
 
 def lldp_calls(sim) -> List[Tuple]:
