@@ -9,16 +9,29 @@ always refer to the running kernel.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 ROOT_ENV_VAR = "WALT_NODE_ROOT"
 
 
-@dataclass(frozen=True)
 class Paths:
-    root: Path = Path("/")
+    """Locations below ``root``. A plain class, not a dataclass: importing
+    dataclasses costs /bin/blink a noticeable part of its start-up."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Union[str, Path] = "/"):
+        self.root = Path(root)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paths) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Paths(root={str(self.root)!r})"
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Paths:
