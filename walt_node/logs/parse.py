@@ -86,8 +86,7 @@ class FifoParser:
         clean = chunk.isascii() and b"\0" not in chunk
         if clean and self._single_stream_fast_path(chunk, len(lines), stamp, batches):
             return batches
-        for line in lines:
-            self._parse_line(line, stamp, clean, batches)
+        self._parse_lines(lines, stamp, clean, batches)
         for stream, parsed in batches.items():
             parsed.append(b"")
             batches[stream] = [b"\n".join(parsed)]
@@ -133,39 +132,50 @@ class FifoParser:
         return self.feed(partial + b"\n")
 
     # ------------------------------------------------------------------ lines
-    def _parse_line(self, line: bytes, stamp: bytes, clean: bool, batches: Batches) -> None:
-        if line.startswith(b"LOG "):
-            parts = line.split(b" ", 2)
+    def _parse_lines(self, lines: List[bytes], stamp: bytes, clean: bool, batches: Batches) -> None:
+        """The general path: one tight loop (locals, no call per valid line)."""
+        max_line = self.max_line
+        get = batches.get
+        valid = 0
+        for line in lines:
+            if line.startswith(b"LOG "):
+                parts = line.split(b" ", 2)
+                ts = stamp
+                text = parts[2] if len(parts) == 3 else b""
+            elif line.startswith(b"TSLOG "):
+                parts = line.split(b" ", 3)
+                if len(parts) < 3:
+                    self._malformed(NO_STREAM, line)
+                    continue
+                raw_ts = parts[1]
+                # a plain decimal goes through as written; anything else is checked
+                if raw_ts.replace(b".", b"", 1).isdigit():
+                    ts = raw_ts + b" "
+                else:
+                    ts = self._timestamp(raw_ts)
+                    if ts is None:
+                        self._malformed(BAD_TS, line)
+                        continue
+                del parts[1]
+                text = parts[2] if len(parts) == 3 else b""
+            else:
+                self._other(line)
+                continue
             stream = parts[1]
-            text = parts[2] if len(parts) == 3 else b""
-            ts = stamp
-        elif line.startswith(b"TSLOG "):
-            parts = line.split(b" ", 3)
-            if len(parts) < 3:
-                self._malformed(NO_STREAM, line)
-                return
-            ts = self._timestamp(parts[1])
-            if ts is None:
-                self._malformed(BAD_TS, line)
-                return
-            stream = parts[2]
-            text = parts[3] if len(parts) == 4 else b""
-        else:
-            self._other(line)
-            return
-        out = batches.get(stream)
-        if out is None:
-            if not self._valid_stream(stream):
-                self._malformed(NO_STREAM, line)
-                return
-            out = batches[stream] = []
-        if len(line) >= self.max_line:
-            self._malformed(OVERLONG, line)
-            text = text[:self.max_line] + self._marker
-        if not clean:
-            text = self._repair(text)
-        out.append(ts + text)
-        self.valid_lines += 1
+            out = get(stream)
+            if out is None:
+                if not self._valid_stream(stream):
+                    self._malformed(NO_STREAM, line)
+                    continue
+                out = batches[stream] = []
+            if len(line) >= max_line:
+                self._malformed(OVERLONG, line)
+                text = text[:max_line] + self._marker
+            if not clean:
+                text = self._repair(text)
+            out.append(ts + text)
+            valid += 1
+        self.valid_lines += valid
 
     def _timestamp(self, raw: bytes) -> Optional[bytes]:
         try:
