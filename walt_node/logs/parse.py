@@ -149,7 +149,7 @@ class FifoParser:
                     continue
                 raw_ts = parts[1]
                 # a plain decimal goes through as written; anything else is checked
-                if raw_ts.replace(b".", b"", 1).isdigit():
+                if len(raw_ts) <= 24 and raw_ts.replace(b".", b"", 1).isdigit():
                     ts = raw_ts + b" "
                 else:
                     ts = self._timestamp(raw_ts)
