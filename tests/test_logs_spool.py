@@ -1,0 +1,103 @@
+"""The on-disk spool: order, prepend, size limit with notices, adoption of dead
+owners' trees (and not of live ones), segments cut short by a crash."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from walt_node.logs.spool import Spool
+
+
+def drain(spool: Spool, stream: str) -> bytes:
+    data = b""
+    while spool.has(stream):
+        data += spool.read(stream, 1000)
+    return data
+
+
+def lines(first: int, count: int, ts: int = 1700000000) -> bytes:
+    return b"".join(b"%d.0 line-%05d\n" % (ts + i, i) for i in range(first, first + count))
+
+
+def test_append_prepend_and_read_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "daemon").open()
+    spool.append("s", lines(10, 10))
+    spool.append("s", lines(20, 5))
+    spool.prepend("s", lines(0, 10))
+    spool.append("other", b"1.0 x\n")
+    assert drain(spool, "s") == lines(0, 25)
+    assert drain(spool, "other") == b"1.0 x\n"
+    assert spool.total == 0 and not spool.streams()
+    spool.close()
+
+
+def test_survives_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "daemon").open()
+    spool.append("a b/c", lines(0, 100))  # any stream name maps to a safe directory
+    spool.close()
+    again = Spool(tmp_path, "daemon").open()
+    assert again.streams() == ["a b/c"]
+    assert drain(again, "a b/c") == lines(0, 100)
+
+
+def test_segment_cut_short_by_a_crash_keeps_its_last_line_whole(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "daemon").open()
+    spool.append("s", b"1.0 complete\n1.0 half a li")
+    spool.close()
+    again = Spool(tmp_path, "daemon").open()
+    assert drain(again, "s") == b"1.0 complete\n1.0 half a li\n"
+
+
+def test_full_spool_replaces_oldest_lines_with_a_notice(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "daemon", max_bytes=64 * 1024).open()
+    total = 20_000
+    spool.append("s", lines(0, total))
+    assert spool.total <= 64 * 1024
+    data = drain(spool, "s").splitlines()
+    notices = [line for line in data if b"were dropped here" in line]
+    kept = [line for line in data if b"line-" in line]
+    dropped = sum(int(n.split(b"] ")[1].split()[0]) for n in notices)
+    assert dropped + len(kept) == total and dropped == spool.dropped_lines
+    assert kept == lines(total - len(kept), len(kept)).splitlines()  # the newest are kept
+    assert data[0].startswith(b"1700000000.000000 [walt-node]"), "stamped like the first dropped line"
+
+
+def test_refuses_a_tree_in_use(tmp_path: Path) -> None:
+    first = Spool(tmp_path, "daemon").open()
+    with pytest.raises(OSError, match="in use by another process"):
+        Spool(tmp_path, "daemon").open()
+    first.close()
+
+
+def test_adopts_dead_owners_only(tmp_path: Path) -> None:
+    dead = Spool(tmp_path, "api-1").open()
+    dead.append("s", lines(0, 3))
+    dead.close()  # its lock is free: like a process that died
+    alive = Spool(tmp_path, "api-2").open()
+    alive.append("s", lines(3, 3))
+    daemon = Spool(tmp_path, "daemon").open()
+    daemon.append("s", lines(6, 3))
+    assert daemon.adopt() == 1
+    assert not (tmp_path / "api-1").exists() and (tmp_path / "api-2").exists()
+    assert drain(daemon, "s") == lines(0, 3) + lines(6, 3), "adopted segments sort by creation time"
+    alive.close(remove_if_empty=False)
+    assert daemon.adopt() == 1
+    assert drain(daemon, "s") == lines(3, 3)
+
+
+def test_lock_is_a_real_flock(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "daemon").open()
+    fd = os.open(tmp_path / "daemon.lock", os.O_RDWR)
+    with pytest.raises(BlockingIOError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(fd)
+    spool.close()
+
+
+def test_too_small_a_limit_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--spool-size"):
+        Spool(tmp_path, "daemon", max_bytes=1000)
