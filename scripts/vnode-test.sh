@@ -9,4 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     exec sudo --preserve-env=PATH "$0" "$@"
 fi
 export WALT_VNODE=1
-exec .venv/bin/python -m pytest tests/vnode -v -p no:cacheprovider --log-level=INFO "$@"
+# Every step has its own time limit; this is the last resort (SIGINT lets the
+# fixtures kill qemu and the nbd-server on the way out).
+exec timeout --signal=INT --kill-after=60 2400 \
+    .venv/bin/python -m pytest tests/vnode -v -p no:cacheprovider --log-level=INFO --durations=0 "$@"
