@@ -32,7 +32,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from walt_node.logs.forwarder import Forwarder
 from walt_node.logs.parse import DEFAULT_MAX_LINE, FifoParser
-from walt_node.logs.spool import DEFAULT_MAX_BYTES, Spool
+from walt_node.logs.spool import DEFAULT_MAX_BYTES, Spool, SpoolBusy, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class LogsDaemon:
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
-        self.spool.open()
+        self._open_spool()
         try:
             self._start()
             self._loop()
@@ -151,11 +151,23 @@ class LogsDaemon:
                     os.close(fd)
         return 0
 
+    def _open_spool(self) -> None:
+        """Without a usable spool the daemon still forwards (memory only), but a
+        spool owned by a live daemon means one is already running: refuse."""
+        try:
+            self.spool.open()
+        except SpoolBusy:
+            raise
+        except SpoolError as error:
+            log.error("%s; running without a spool: undelivered lines are kept in memory only",
+                      error)
+            self.forwarder.spool = None
+
     def request_stop(self, *_args: object) -> None:
         self._stop = True
 
     def _start(self) -> None:
-        adopted = self.spool.adopt()
+        adopted = self.spool.adopt() if self.forwarder.spool else 0
         self.forwarder.adopt_spool()
         if self.spool.total:
             log.info("replaying %d bytes of spooled log lines (%d segments adopted)",
@@ -183,7 +195,7 @@ class LogsDaemon:
                 self._summarize()
                 next_summary = now + SUMMARY_PERIOD
             if now >= next_adopt:
-                if self.spool.adopt():
+                if self.forwarder.spool and self.spool.adopt():
                     self.forwarder.adopt_spool()
                 next_adopt = now + ADOPT_PERIOD
             deadlines = [next_summary, next_adopt]

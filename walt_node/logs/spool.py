@@ -66,6 +66,10 @@ class SpoolError(OSError):
     pass
 
 
+class SpoolBusy(SpoolError):
+    """Another live process owns this spool tree."""
+
+
 class Spool:
     def __init__(self, root: Path, owner: str, max_bytes: int = DEFAULT_MAX_BYTES,
                  segment_bytes: int = 1024 * 1024, clock_ns: Callable[[], int] = time.time_ns):
@@ -97,7 +101,7 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise SpoolError(0, f"the log spool {self.dir} is in use by another process "
+            raise SpoolBusy(0, f"the log spool {self.dir} is in use by another process "
                                 "(is another walt-logs-daemon running?)") from None
         self._lock_fd = fd
         self._index_tree(self.dir)
