@@ -382,7 +382,7 @@ def print_table(results: List[Result], count: int, line_bytes: int) -> None:
         for note in r.notes:
             print(f"    note: {note}")
     ours = results[0]
-    others = {r.name: r for r in results[1:]}
+    others = {r.name: r for r in results[2:]}
     upstream = others.get("upstream walt-node 10.0")
     roof = others.get("ceiling: cat into a socket")
     print()
@@ -411,18 +411,23 @@ def main() -> int:
     server = CountingServer()
     try:
         data_file = work / "lines.fifo-input"
+        mixed_file = work / "mixed.fifo-input"
         proto_file = work / "lines.protocol"
         pad = "x" * (line_bytes - len("LOG bench 0000000 \n"))
-        with open(data_file, "w") as fifo_lines, open(proto_file, "w") as proto:
+        with open(data_file, "w") as fifo_lines, open(proto_file, "w") as proto, \
+                open(mixed_file, "w") as mixed:
             proto.write("REQ_NEW_INCOMING_LOGS\nbench\nTIMESTAMPS_INSIDE\n")
             for i in range(args.lines):
                 fifo_lines.write(f"LOG bench {i:07d} {pad}\n")
+                mixed.write(f"LOG bnch{i % 4} {i:07d} {pad}\n")  # same size, 4 streams
                 proto.write(f"1700000000.000000 {i:07d} {pad}\n")
         results = []
         ours = start_ours(work, server.port)
         try:
             results.append(throughput(ours, server, data_file, args.lines, 120))
             latency(ours, server, results[-1], args.latency_lines, 100.0)
+            mixed_result = throughput(ours, server, mixed_file, args.lines, 120)
+            mixed_result.name = "  same, 4 streams mixed"
         finally:
             ours.stop()
         if args.skip_upstream:
@@ -439,6 +444,7 @@ def main() -> int:
                 finally:
                     upstream.stop()
         results.append(ceiling(server, proto_file, args.lines))
+        results.insert(1, mixed_result)
         print_table(results, args.lines, line_bytes)
 
         print(f"\nPython API (log.echo), {args.api_calls} calls; blocking time per call "
