@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024
 PIPE_SIZE = 1024 * 1024
-FIFO_MODE = 0o622  # like upstream: anyone may write a request, only root reads
+FIFO_MODE = 0o622  # anyone may write a request (walt-log-echo runs as any user); only root reads
 SUMMARY_PERIOD = 60.0
 ADOPT_PERIOD = 10.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
