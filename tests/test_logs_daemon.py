@@ -316,9 +316,16 @@ def test_systemd_ready_and_watchdog_without_libsystemd(tmp_path: Path, server: L
         listener.close()
 
 
-def test_fifo_mode_and_refusal_of_a_non_fifo(tmp_path: Path, server: LogServer) -> None:
+def test_fifo_mode_ownership_and_refusal_of_a_non_fifo(tmp_path: Path, server: LogServer) -> None:
+    fifo = tmp_path / "var/lib/walt/logs.fifo"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo, 0o666)
+    os.chown(fifo, 65534, 65534)  # planted by another user: must not be reused
+    planted = fifo.stat().st_ino
     daemon = DaemonProcess(tmp_path, server.port).start()
-    assert oct(daemon.fifo.stat().st_mode & 0o777) == oct(0o622)
+    info = daemon.fifo.stat()
+    assert oct(info.st_mode & 0o777) == oct(0o622)
+    assert info.st_uid == os.geteuid() and info.st_ino != planted
     daemon.stop()
     daemon.fifo.write_text("not a fifo")
     done = subprocess.run([sys.executable, "-m", "walt_node", "logs-daemon"],

@@ -103,12 +103,19 @@ def open_fifo(path: Path) -> Tuple[int, int, int]:
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            os.mkfifo(path, FIFO_MODE)
-            os.chmod(path, FIFO_MODE)  # mkfifo is subject to the umask
-            info = os.lstat(path)
-        if not stat.S_ISFIFO(info.st_mode):
+            info = None
+        if info is not None and not stat.S_ISFIFO(info.st_mode):
             raise DaemonError(f"{path} exists and is not a FIFO: remove it (walt-init normally "
                               "does) or choose another path with --fifo")
+        if info is not None and info.st_uid != os.geteuid():
+            # someone else's FIFO could let its owner read the requests: make our own
+            log.warning("replacing %s, owned by uid %d", path, info.st_uid)
+            os.unlink(path)
+            info = None
+        if info is None:
+            os.mkfifo(path, FIFO_MODE)
+        os.chmod(path, FIFO_MODE)  # mkfifo is subject to the umask
+        info = os.lstat(path)
         reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         keeper = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
