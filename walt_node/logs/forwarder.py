@@ -192,6 +192,8 @@ class Forwarder:
                     self._spill(link)
             return
         if link.connecting:
+            if len(link.tail) > self.memory_limit:
+                self._spill(link)  # a slow handshake must not let memory grow
             return
         self._update_acks(link, now)
         if link.sock is None:

@@ -1,0 +1,92 @@
+"""The forwarder alone, in-process, with real sockets on loopback."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from logs_support import LogServer
+
+from walt_node.logs.forwarder import Forwarder
+from walt_node.logs.spool import Spool
+
+
+def pump_until(forwarder: Forwarder, done: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        forwarder.pump()
+        if done():
+            return True
+        poller = select.poll()
+        for fd, mask in forwarder.poll_fds():
+            poller.register(fd, mask)
+        poller.poll(10)
+    return done()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_backoff_grows_and_is_bounded() -> None:
+    port = closed_port()
+    forwarder = Forwarder(lambda: ("127.0.0.1", port), None, retry_min=0.01, retry_max=0.08)
+    forwarder.add("s", b"1.0 x\n")
+    delays = []
+    for _ in range(8):
+        link = forwarder.links["s"]
+        time.sleep(max(0.0, link.retry_at - time.monotonic()))
+        before = link.failures
+        forwarder.pump()
+        if link.failures > before:
+            delays.append(round(link.retry_at - time.monotonic(), 2))
+    assert delays and max(delays) <= 0.08
+    assert delays[-1] >= 0.07, delays  # reached the bound
+    assert forwarder.busy()
+
+
+def test_no_spool_bounds_memory_and_says_how_many_were_dropped() -> None:
+    server = LogServer().start()
+    port = server.port
+    server.crash()
+    forwarder = Forwarder(lambda: ("127.0.0.1", port), None, memory_limit=10_000,
+                          retry_min=0.01, retry_max=0.05)
+    for i in range(2000):
+        forwarder.add("s", b"1.0 line-%04d\n" % i)
+        forwarder.pump()
+    server = LogServer(port=port).start()
+    try:
+        assert pump_until(forwarder, lambda: not forwarder.busy())
+        assert server.wait_for(lambda r: any(x.text == b"line-1999" for x in r), 5)
+        texts = [x.text for x in server.records()]
+        [notice] = [t for t in texts if b"were dropped" in t]
+        dropped = int(notice.split(b"] ")[1].split()[0])
+        kept = [t for t in texts if t.startswith(b"line-")]
+        assert dropped + len(kept) == 2000
+        assert kept == [b"line-%04d" % i for i in range(2000 - len(kept), 2000)]
+    finally:
+        server.crash()
+
+
+def test_idle_close_and_reconnect(tmp_path: Path) -> None:
+    server = LogServer().start()
+    spool = Spool(tmp_path, "daemon").open()
+    forwarder = Forwarder(lambda: ("127.0.0.1", server.port), spool, idle_close=0.2,
+                          resend_window=0.05)
+    try:
+        forwarder.add("s", b"1.0 first\n")
+        assert pump_until(forwarder, lambda: not forwarder.links)  # closed, then forgotten
+        assert server.wait_for(lambda r: server.closed_properly.get(1) is True, 5)
+        forwarder.add("s", b"2.0 second\n")
+        assert pump_until(forwarder, lambda: not forwarder.busy())
+        assert server.wait_for(lambda r: len(r) == 2, 5)
+        assert [(x.ts, x.text, x.conn) for x in server.records()] == [(1.0, b"first", 1),
+                                                                       (2.0, b"second", 2)]
+    finally:
+        spool.close()
+        server.crash()
