@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -312,15 +313,19 @@ def ceiling(server: CountingServer, proto_file: Path, count: int) -> Result:
     result = Result("ceiling: cat into a socket")
     server.reset()
     sock = socket.create_connection(("127.0.0.1", server.port))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     writer = subprocess.Popen(["cat", str(proto_file)], stdout=sock.fileno())
     ok = server.wait_lines(count, 60)
     elapsed = time.monotonic() - started
     writer.wait(10)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     sock.close()
     if not ok:
         result.notes.append("ceiling run incomplete")
     result.lines_per_s = count / elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result.cpu_per_million = cpu / count * 1e6  # cat's own CPU
     return result
 
 
