@@ -207,3 +207,30 @@ def test_log_command(tmp_path: Path) -> None:
         assert [(line.ts, line.text) for line in server.records()] == [(1700000000.5, b"hello world")]
     finally:
         server.crash()
+
+
+def test_an_idle_script_does_not_hold_the_daemon_at_stop(tmp_path: Path) -> None:
+    server = LogServer().start()
+    daemon = DaemonProcess(tmp_path, server.port).start()
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from walt_node import log
+        log.echo("idle", "one line through the daemon")
+        assert log.flush(10)
+        print("sent", flush=True)
+        sys.stdin.readline()
+    """)], env=walt_env(tmp_path, server.port), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "sent\n"
+        assert server.wait_for(lambda r: len(r) == 1, 10)
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 1.5
+        assert "kept the logs FIFO open" not in daemon.log()
+    finally:
+        proc.kill()
+        proc.wait(5)
+        daemon.kill()
+        server.crash()
