@@ -179,36 +179,30 @@ def _writer(fifo: Path, stream: str, count: int, ts0: float, duration: float = 2
                 time.sleep(ahead)
 
 
-def test_simulator_killed_and_restarted_during_200k_lines(tmp_path: Path) -> None:
-    from walt_node.sim import SimConfig, SimImage, SimNode, Simulator
-
-    image = "waltplatform/pc-x86-64-default:latest"
-    (tmp_path / "boot/pc-x86-64").mkdir(parents=True)
-    config = SimConfig(nodes=[SimNode(mac="52:54:00:12:34:56", name="node1", ip="127.0.0.1",
-                                      model="pc-x86-64", image=image, conf={})],
-                       images=[SimImage(fullname=image, id="a1b2c3", boot_dir=tmp_path / "boot")])
+def test_simulator_killed_and_restarted_during_200k_lines(tmp_path: Path, sim) -> None:
+    """The simulator (conftest's ``sim``: node1 is 127.0.0.1) stops abruptly and
+    comes back four times while four writers send 200,000 lines."""
     streams = {f"w{n}": 50_000 for n in range(4)}
     ts0 = round(time.time()) - 3600.0
-    with Simulator(config, host="127.0.0.1") as sim:
-        daemon = DaemonProcess(tmp_path, sim.logs_port).start()
-        writers = [threading.Thread(target=_writer, args=(daemon.fifo, name, count, ts0))
-                   for name, count in streams.items()]
-        try:
-            for writer in writers:
-                writer.start()
-            for _ in range(4):  # the server goes away abruptly, then comes back
-                time.sleep(0.4)
-                sim.stop()
-                time.sleep(0.3)
-                sim.start()
-            for writer in writers:
-                writer.join(60)
-            total = sum(streams.values())
-            sim.wait_for_logs(lambda recs: len({(r.stream, r.line) for r in recs}) >= total, 40)
-            records = sim.log_records()
-            assert daemon.alive()
-        finally:
-            daemon.kill()
+    daemon = DaemonProcess(tmp_path, sim.logs_port).start()
+    writers = [threading.Thread(target=_writer, args=(daemon.fifo, name, count, ts0))
+               for name, count in streams.items()]
+    try:
+        for writer in writers:
+            writer.start()
+        for _ in range(4):  # the server goes away abruptly, then comes back
+            time.sleep(0.4)
+            sim.stop()
+            time.sleep(0.3)
+            sim.start()
+        for writer in writers:
+            writer.join(60)
+        total = sum(streams.values())
+        sim.wait_for_logs(lambda recs: len({(r.stream, r.line) for r in recs}) >= total, 40)
+        records = sim.log_records()
+        assert daemon.alive()
+    finally:
+        daemon.kill()
     assert {r.issuer for r in records} == {"node1"}
     for name, count in streams.items():
         arrived: Dict[str, float] = {}
