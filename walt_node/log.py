@@ -149,6 +149,9 @@ class _Sender(threading.Thread):
         self.stopping = True
         self.queue.put(threading.Event())  # wake the thread
         self.join(timeout)
+        if self.is_alive():  # stuck writing to a hung daemon: leave its state alone
+            _LOG.warning("walt_node.log: the log sender is stuck; some lines may not be delivered")
+            return
         if self.forwarder is not None:
             self.forwarder.shutdown(timeout)
             if self.forwarder.spool is not None:
