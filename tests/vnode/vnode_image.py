@@ -112,7 +112,10 @@ def ensure_small_initrd(kernel: KernelFiles) -> Path:
     shutil.rmtree(tree, ignore_errors=True)
     (tree / "bin").mkdir(parents=True)
     (tree / "modules").mkdir()
-    busybox = shutil.which("busybox") or "/bin/busybox"
+    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    if not busybox.exists() or b"ld-linux" in busybox.read_bytes():
+        raise ImageBuildError(f"{busybox} is missing or not statically linked: the initrd needs "
+                              "busybox-static (apt-get install busybox-static)")
     shutil.copy2(busybox, tree / "bin/busybox")
     order: List[str] = []
     for module in INITRD_MODULES:
