@@ -37,6 +37,7 @@ class LogServer:
         self._listener: Optional[socket.socket] = None
         self._conns: List[socket.socket] = []
         self._crashed: Set[socket.socket] = set()
+        self._threads: List[threading.Thread] = []
         self._next_conn = 0
         self.connections = 0
 
@@ -61,7 +62,10 @@ class LogServer:
                 self._next_conn += 1
                 self.connections += 1
                 number = self._next_conn
-            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(conn, number), daemon=True)
+            with self._lock:
+                self._threads.append(thread)
+            thread.start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         buffer = b""
@@ -116,6 +120,10 @@ class LogServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:  # a dead process records nothing after its death
+            thread.join(5)
 
     def restart(self) -> None:
         self.start()
