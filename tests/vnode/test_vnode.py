@@ -219,6 +219,9 @@ def test_4_kexec_reboot_into_the_bound_image(vnode: VirtualNode, platform: Platf
     shell.run("echo 'LOG vnode.after-kexec the second boot logs too' > /var/lib/walt/logs.fifo",
               timeout=30).check()
     wait_lines(platform, r"vnode\.after-kexec", ["the second boot logs too"])
+    # walt-reboot told the server, in its log stream, that the image changes.
+    said = [r.line for r in records_of(platform, "walt-reboot") if r.issuer == NODE_NAME]
+    assert any("CHANGES" in line and SECOND_IMAGE in line for line in said), said
 
     # Server down: walt-reboot cannot check the binding, so it must not kexec;
     # it falls back to a normal reboot, which makes qemu (-no-reboot) exit.
