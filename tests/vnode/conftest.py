@@ -19,13 +19,21 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import vnode_image as image
-from vnode_platform import FIRST_ID, FIRST_IMAGE, MODEL, SECOND_ID, SECOND_IMAGE, Platform, make_boot_dir
+from vnode_platform import (
+    FIRST_ID,
+    FIRST_IMAGE,
+    MODEL,
+    SECOND_ID,
+    SECOND_IMAGE,
+    Disk,
+    Platform,
+    make_boot_dir,
+)
 from vnode_qemu import MAC, QemuConfig, VirtualNode, walt_cmdline
 
 from walt_node.sim import SimConfig, SimImage, SimNode, Simulator
@@ -81,12 +89,6 @@ def platform(work_dir: Path) -> Iterator[Platform]:
     )
     with Simulator(config, host="127.0.0.1", records_path=work_dir / "sim-records.jsonl") as sim:
         yield Platform(sim, kernel, work_dir)
-
-
-@dataclass
-class Disk:
-    path: Path
-    setup_ran: bool
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,9 @@ class Platform:
     sim: Simulator
     kernel: image.KernelFiles
     work: Path
+
+
+@dataclass
+class Disk:
+    path: Path
+    setup_ran: bool  # False: walt-node-setup had not landed and the units were enabled by hand
