@@ -27,6 +27,26 @@ FACT_ENV_VARS = ("walt_server_ip", "walt_server_logs_port", "walt_server_rpc_por
                  "walt_node_model", "walt_node_hostname")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_default_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test runs with WALT_NODE_ROOT pointing at a scratch node root unless it
+    sets its own, so no test (or program it starts) touches this machine's
+    /var/lib/walt, /etc/walt or /run: a forgotten root costs a test, not the host."""
+    import os
+
+    root = tmp_path_factory.mktemp("default-node-root")
+    saved = {name: os.environ.get(name) for name in ("WALT_NODE_ROOT", *FACT_ENV_VARS)}
+    os.environ["WALT_NODE_ROOT"] = str(root)
+    for name in FACT_ENV_VARS:
+        os.environ.pop(name, None)
+    yield root
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     base = tmp_path_factory.mktemp("sim")
