@@ -25,7 +25,7 @@ def fake_guest(tmp_path: Path) -> Iterator[Tuple[GuestShell, SerialLog]]:
     guest_end.close()
     port = SerialLog(host_end, tmp_path / "shell.log")
     try:
-        yield GuestShell(port, port), port
+        yield GuestShell(port), port
     finally:
         bash.kill()
         bash.wait(timeout=5)

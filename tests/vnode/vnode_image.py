@@ -53,7 +53,6 @@ PRUNED_MODULE_DIRS: Sequence[str] = (
     "kernel/drivers/scsi", "kernel/drivers/isdn", "kernel/drivers/mtd",
 )
 VENV = "/opt/walt-node"          # where the image maintainer puts walt-node's venv
-SHELL_TTY = "ttyS1"              # the harness's root shell (see vnode-shell.service)
 # Bump when the way the base is assembled changes (invalidates the cache).
 BASE_RECIPE_VERSION = "3"
 
@@ -113,7 +112,7 @@ def ensure_small_initrd(kernel: KernelFiles) -> Path:
     (tree / "bin").mkdir(parents=True)
     (tree / "modules").mkdir()
     busybox = Path(shutil.which("busybox") or "/bin/busybox")
-    if not busybox.exists() or b"ld-linux" in busybox.read_bytes():
+    if not busybox.exists() or not _is_static_elf(busybox):
         raise ImageBuildError(f"{busybox} is missing or not statically linked: the initrd needs "
                               "busybox-static (apt-get install busybox-static)")
     shutil.copy2(busybox, tree / "bin/busybox")
@@ -134,6 +133,19 @@ def ensure_small_initrd(kernel: KernelFiles) -> Path:
     partial.rename(out)
     shutil.rmtree(tree)
     return out
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True for a 64-bit ELF executable without a PT_INTERP header (no dynamic loader)."""
+    data = path.read_bytes()
+    if data[:5] != b"\x7fELF\x02":
+        return False
+    phoff = int.from_bytes(data[32:40], "little")
+    entry_size = int.from_bytes(data[54:56], "little")
+    count = int.from_bytes(data[56:58], "little")
+    pt_interp = 3
+    return all(int.from_bytes(data[phoff + i * entry_size:phoff + i * entry_size + 4], "little")
+               != pt_interp for i in range(count))
 
 
 def debian_mirror() -> str:
@@ -250,13 +262,6 @@ def build_walt_node_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
-@dataclass
-class NodeDisk:
-    path: Path
-    setup_log: str
-    setup_ran: bool
-
-
 def install_walt_node(root: Path, wheel: Path) -> bool:
     """pip install the wheel in the guest's venv, then walt-node-setup.
 
@@ -267,11 +272,7 @@ def install_walt_node(root: Path, wheel: Path) -> bool:
     _chroot(root, "pip install walt-node", [f"{VENV}/bin/pip", "install", "--no-index", "--no-deps",
                                             "--force-reinstall", f"/tmp/{wheel.name}"])
     staged.unlink()
-    for name in ("walt-node", "walt-node-setup", "walt-logs-daemon", "walt-log-monitor",
-                 "walt-ipxe-kexec-reboot", "walt-serial-autolog"):
-        link = root / "usr/local/bin" / name
-        if not link.exists():
-            link.symlink_to(f"{VENV}/bin/{name}")
+    # Setup itself links the commands into /usr/local/bin and installs /bin tools.
     done = subprocess.run(["chroot", str(root), f"{VENV}/bin/walt-node-setup", "--prefix", "/"],
                           capture_output=True, text=True, timeout=120,
                           env={"PATH": f"{VENV}/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
@@ -290,10 +291,15 @@ def _enable_units_by_hand(root: Path) -> None:
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     for unit in sorted(units.glob("*.service")):
-        shutil.copy2(unit, root / "etc/systemd/system" / unit.name)
+        text = unit.read_text().replace("@WALT_NODE@", f"{VENV}/bin/walt-node")
+        (root / "etc/systemd/system" / unit.name).write_text(text)
         link = wants / unit.name
         if not link.exists():
             link.symlink_to(f"/etc/systemd/system/{unit.name}")
+    for name in ("walt-node", "walt-log-monitor"):
+        link = root / "usr/local/bin" / name
+        if not link.exists():
+            link.symlink_to(f"{VENV}/bin/{name}")
 
 
 def write_walt_env(root: Path, server_ip: str, rpc_port: int, logs_port: int, http_port: int,
@@ -329,8 +335,3 @@ def copy_base(base: Path, work: Path) -> Path:
     _run("copy base rootfs", ["cp", "-a", "--reflink=auto", str(base), str(root)], timeout=300)
     (root / ".complete").unlink()
     return root
-
-
-def extra_version_of(base: Path) -> str:
-    """Debian's python3 version in the guest (recorded for docs and reports)."""
-    return _chroot(base, "python3 --version", ["python3", "--version"]).strip()

@@ -120,9 +120,8 @@ class CommandResult:
 class GuestShell:
     """Commands run as root in the guest through the ttyS1 shell."""
 
-    def __init__(self, port: SerialLog, console: SerialLog):
+    def __init__(self, port: SerialLog):
         self._port = port
-        self._console = console
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -216,7 +215,7 @@ class VirtualNode:
         # so no early boot message is lost.
         self.console = SerialLog(self._connect(console_sock), c.work_dir / "console.log")
         self._shell_port = SerialLog(self._connect(shell_sock), c.work_dir / "shell.log")
-        self.shell = GuestShell(self._shell_port, self.console)
+        self.shell = GuestShell(self._shell_port)
         return self
 
     def _connect(self, path: Path, timeout: float = 20) -> socket.socket:
@@ -244,9 +243,6 @@ class VirtualNode:
         """Boot is done for the harness when the root shell on ttyS1 says it is ready."""
         self.console.wait_for(r"Linux version", min(timeout, 60), start_console, "kernel start")
         self.shell.wait_ready(timeout, start_shell)
-
-    def exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
 
     def wait_exit(self, timeout: float) -> Optional[int]:
         try:
