@@ -160,17 +160,25 @@ def nbd_export(tmp_path: Path):
     config = tmp_path / "nbd-server.conf"
     config.write_text(f"[generic]\nlistenaddr = 127.0.0.1\nport = {port}\n"
                       f"[swap-16G]\nexportname = {export}\n")
-    subprocess.run(["nbd-server", "-C", str(config), "-p", str(pid_file)], check=True, timeout=30,
-                   capture_output=True)
-    deadline = time.monotonic() + 10
-    while not _listening(port) or not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline, "nbd-server did not start listening within 10 s"
-        time.sleep(0.1)
-    pid = int(pid_file.read_text().split()[0])
     try:
+        subprocess.run(["nbd-server", "-C", str(config), "-p", str(pid_file)], check=True, timeout=30,
+                       capture_output=True)
+        deadline = time.monotonic() + 10
+        while not _listening(port) or not _pid_in(pid_file):
+            assert time.monotonic() < deadline, "nbd-server did not start listening within 10 s"
+            time.sleep(0.1)
         yield port
     finally:
-        os.kill(pid, signal.SIGTERM)
+        pid = _pid_in(pid_file)  # also when the start failed half-way: it daemonized already
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+
+
+def _pid_in(pid_file: Path) -> int:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _listening(port: int) -> bool:
