@@ -91,11 +91,19 @@ class Demo:
         return subprocess.run([sys.executable, "-m", "walt_node", *argv], env=self.env,
                               text=True, **kwargs)
 
-    def start(self, *argv: str, **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-m", "walt_node", *argv], env=self.env,
-                                   stdin=subprocess.DEVNULL, **kwargs)
+    def start(self, *argv: str) -> subprocess.Popen:
+        """Start a walt-node service; its own log goes to <base>/<command>.log."""
+        log_file = open(self.base / f"{argv[0]}.log", "wb")
+        with log_file:
+            process = subprocess.Popen([sys.executable, "-m", "walt_node", *argv], env=self.env,
+                                       stdin=subprocess.DEVNULL, stdout=log_file,
+                                       stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
+
+    def show_service_logs(self) -> None:
+        for path in sorted(self.base.glob("*.log")):
+            _say(f"--- {path.name}:\n{path.read_text(errors='replace').rstrip()}")
 
     def expect(self, stream: str, count: int) -> None:
         self.expected[stream] = self.expected.get(stream, 0) + count
@@ -253,8 +261,10 @@ class Demo:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self.processes.clear()
         if self.sim is not None:
             self.sim.close()
+            self.sim = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -273,6 +283,8 @@ def run(args: argparse.Namespace) -> int:
         _title("done: every step worked")
         return 0
     except (DemoFailed, subprocess.SubprocessError, OSError) as error:
+        demo.stop()
+        demo.show_service_logs()
         sys.stderr.write(f"walt-node demo: {error}\n")
         return 1
     finally:
