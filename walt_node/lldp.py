@@ -8,9 +8,11 @@ neighbour whose chassis id is a MAC address is reported with NSAPI
 real strings: a port label full of quotes stays a plain string.
 
 ``--watch`` polls lldpd and reports a neighbour when it is new or changed,
-retries failed reports, and re-reports everything every ``--refresh``
-seconds so that a server which restarted (and lost what it knew) learns the
-topology again without any help.
+and retries failed reports. Its reports go through one NSAPI session held
+open between rounds: when the server closes it (stopped, restarted, lost what
+it knew), every neighbour is reported again as soon as the server answers.
+Every ``--refresh`` seconds everything is re-reported anyway, in case the
+server forgot without closing the session.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import select
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,8 +41,9 @@ server knows the platform topology.
   report      report each usable neighbour once (chassis id must be a MAC)
   report --watch
               keep running: report new or changed neighbours, retry failed
-              reports, re-report everything every --refresh seconds (so a
-              restarted server learns the topology again)
+              reports; report everything again when the server restarts
+              (its API session, held open, is closed) and every --refresh
+              seconds
 
 Exit status of report (without --watch): 0 reported, 2 nothing usable to
 report, 1 lldpd or the server failed. Needs lldpd running (package lldpd).
@@ -201,6 +206,10 @@ class Reporter:
         self.accepted: Dict[Tuple[str, str, str], float] = {}
         self.skipped_total = 0
 
+    def forget_all(self) -> None:
+        """The server may have lost what it knew: report every neighbour again."""
+        self.accepted.clear()
+
     def _due(self, neighbor: Neighbor, now: float) -> bool:
         when = self.accepted.get(neighbor.key)
         if when is None:
@@ -236,18 +245,63 @@ class Reporter:
         return outcome
 
 
-def server_reporter(timeout: float) -> Report:
-    """report(sw_mac, port) through NSAPI on the server named by the node facts."""
+class ServerSession:
+    """One NSAPI session kept open between reports.
+
+    Its end tells that the server went away (stopped or restarted): a
+    restarted server has forgotten the topology, so the watcher reports
+    everything again once it answers.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.session: Optional[Any] = None
+        self.broke = False  # a call failed on an open session since the last look
+
+    def report(self, sw_mac: str, port_label: str) -> None:
+        from walt_node.protocols import ApiSession, ServerError
+
+        if self.session is None:
+            self.session = ApiSession(self.host, self.port, "NSAPI", self.timeout).open()
+        try:
+            self.session.call("report_lldp_neighbor", sw_mac, port_label)
+        except ServerError:
+            self.close()
+            self.broke = True
+            raise
+
+    def lost(self) -> bool:
+        """True once if the session ended (closed by the server, or broken during a
+        call) since the last look."""
+        if self.broke:
+            self.broke = False
+            return True
+        sock = self.session.sock if self.session is not None else None
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False  # the server never speaks first: silence means alive
+        try:
+            closed = sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            closed = True
+        if closed:
+            self.close()
+        return closed
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()  # sends ('CLOSE',) if the connection still works
+            self.session = None
+
+
+def server_session(timeout: float) -> ServerSession:
+    """The NSAPI session to the server named by the node facts (opened on first use)."""
     from walt_node.facts import NodeFacts
-    from walt_node.protocols import report_lldp_neighbor
 
     facts = NodeFacts()
-    host, port = facts.server_ip, facts.rpc_port
-
-    def report(sw_mac: str, port_label: str) -> None:
-        report_lldp_neighbor(host, port, sw_mac, port_label, timeout=timeout)
-
-    return report
+    return ServerSession(facts.server_ip, facts.rpc_port, timeout)
 
 
 # ---------------------------------------------------------------- commands
@@ -330,9 +384,13 @@ def _report_once(args, reporter: Reporter) -> int:
     return EXIT_OK if outcome.reported else EXIT_NOTHING_USABLE
 
 
-def _watch(args, reporter: Reporter) -> int:
+def _watch(args, reporter: Reporter, server: ServerSession) -> int:
     lldpd_warned = False
     while True:
+        if server.lost():
+            log.info("the server closed its API session (restarted?): "
+                     "reporting every neighbour again")
+            reporter.forget_all()
         try:
             neighbors = read_neighbors(args.lldpd_socket)
             lldpd_warned = False
@@ -353,15 +411,18 @@ def _run_report(args) -> int:
     from walt_node.facts import FactInvalid, FactMissing
 
     try:
-        report = server_reporter(args.timeout)
+        server = server_session(args.timeout)
     except (FactMissing, FactInvalid) as error:
         print(f"walt-node lldp: {error}", file=sys.stderr)
         return EXIT_FAILED
     refresh = args.refresh if args.refresh > 0 else None
-    reporter = Reporter(report, refresh=refresh)
-    if args.watch:
-        return _watch(args, reporter)
-    return _report_once(args, reporter)
+    reporter = Reporter(server.report, refresh=refresh)
+    try:
+        if args.watch:
+            return _watch(args, reporter, server)
+        return _report_once(args, reporter)
+    finally:
+        server.close()
 
 
 def run(args) -> int:
