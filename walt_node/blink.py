@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from walt_node.files import write_atomically
 from walt_node.paths import Paths
 
 PREFERRED_LEDS = ("ACT", "led0")  # Raspberry Pi activity LED (newer, older kernels)
@@ -154,9 +155,7 @@ def load_state(paths: Paths) -> Optional[dict]:
 def save_state(paths: Paths, state: dict) -> None:
     path = state_path(paths)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)  # atomic: the original trigger is never half-saved
+    write_atomically(path, json.dumps(state))  # the original trigger is never half-saved
 
 
 # --- blink 1 / blink 0 --------------------------------------------------------

@@ -11,22 +11,22 @@ runs, ``publish`` stands aside: two responders for one host only conflict.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
-import os
 import re
 import select
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from walt_node.files import write_atomically
 from walt_node.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -331,29 +331,16 @@ def render_hosts(text: str, entries: Sequence[Tuple[str, List[str]]]) -> str:
     return "".join(lines)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new file, never half."""
+def write_hosts_file(path: Path, text: str) -> None:
+    """Replace the hosts file atomically (keeping its mode and owner); a bind-mounted
+    one (containers) cannot be replaced, so it is rewritten in place."""
     try:
-        stat = path.stat()
-    except FileNotFoundError:
-        stat = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, stat.st_mode & 0o7777 if stat else 0o644)
-        if stat:
-            os.chown(tmp, stat.st_uid, stat.st_gid)
-        os.replace(tmp, path)
+        write_atomically(path, text)
     except OSError as error:
-        os.unlink(tmp)
-        if error.errno in (16, 18):  # EBUSY / EXDEV: a bind-mounted file (containers)
-            log.info("%s is a mount point: rewriting it in place", path)
-            path.write_text(text)
-            return
-        raise
+        if error.errno not in (errno.EBUSY, errno.EXDEV):
+            raise
+        log.info("%s is a mount point: rewriting it in place", path)
+        path.write_text(text)
 
 
 def update_hosts(path: Path, peers: Sequence[Peer]) -> bool:
@@ -365,7 +352,7 @@ def update_hosts(path: Path, peers: Sequence[Peer]) -> bool:
     new = render_hosts(text, hosts_entries(peers))
     if new == text:
         return False
-    write_atomically(path, new)
+    write_hosts_file(path, new)
     return True
 
 

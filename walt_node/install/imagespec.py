@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from walt_node.files import write_atomically
 from walt_node.install import InstallError
-from walt_node.install.rootfs import write_atomically
 
 SPEC_MODE = 0o644
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from walt_node import __version__
+from walt_node.files import symlink_atomically, write_atomically
 from walt_node.install import InstallError, imagespec
 from walt_node.install.plan import NODE, Item, Plan
-from walt_node.install.rootfs import ImageRoot, sha256_of, symlink_atomically, write_atomically
+from walt_node.install.rootfs import ImageRoot, sha256_of
 
 MANIFEST = str(NODE.var_lib_walt_node / "install-manifest.json")
 BACKUP_DIR = str(NODE.var_lib_walt_node / "backup")

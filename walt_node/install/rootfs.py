@@ -78,20 +78,3 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 16), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomically(path: Path, content: bytes, mode: int) -> None:
-    """Replace ``path`` by a complete new file: readers never see half of it."""
-    temporary = path.with_name(f".{path.name}.walt-node-new")
-    with open(temporary, "wb") as stream:
-        stream.write(content)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
-
-
-def symlink_atomically(path: Path, target: str) -> None:
-    temporary = path.with_name(f".{path.name}.walt-node-new")
-    if os.path.lexists(temporary):
-        os.unlink(temporary)
-    os.symlink(target, temporary)
-    os.replace(temporary, path)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+from walt_node.files import write_atomically
 from walt_node.logs.serial import ProblemCounter
 from walt_node.paths import Paths
 
@@ -194,9 +195,7 @@ class CursorFile:
     def save(self, cursor: str) -> None:
         # write then rename: a crash leaves the old cursor or the new one, never half of one
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(cursor + "\n", encoding="utf-8")
-        os.replace(temporary, self.path)
+        write_atomically(self.path, cursor + "\n")
 
     def forget(self) -> None:
         try:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Callable, List, Optional
 
+from walt_node.files import write_atomically
 from walt_node.sim.config import SimConfig
 from walt_node.sim.inventory import Inventory
 from walt_node.sim.records import ApiCall, LogRecord, Records
@@ -95,10 +96,7 @@ class Simulator:
 
     def write_state(self, path: Path) -> None:
         """Write the state file atomically, so a reader never sees half of it."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(self.state(), indent=2) + "\n")
 
     # --- records ---
     def log_records(self) -> List[LogRecord]:
