@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, List, Tuple
 
 import pytest
-from netns import Netns, requires_netns, veth_link
+from netns import Netns, requires_netns, veth_link, wait_until
 
 from walt_node.lldp import Neighbor, Reporter, parse_neighbors
 
@@ -24,15 +24,6 @@ HOSTILE_PORT = "port'); import os; os.system('touch /tmp/pwned'); ('\"x"
 
 requires_lldpd = pytest.mark.skipif(shutil.which("lldpd") is None or shutil.which("lldpcli") is None,
                                     reason="lldpd is not installed")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def walt_node(*args: str, env: dict, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -11,10 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from netns import Netns, requires_netns, veth_link
+from netns import Netns, requires_netns, veth_link, wait_until
 
 from walt_node.mdns import (
     HOSTS_BEGIN,
@@ -36,15 +35,6 @@ NODES = {
     "b": dict(hostname="nodeb", ip="10.77.0.2", model="pc-x86-64", image="f00dcafe02",
               mac="52:54:00:00:00:02"),
 }
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def node_env(root: Path, node: dict) -> dict:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from walt_node.files import write_atomically
-from walt_node.logs.serial import ProblemCounter
+from walt_node.logs.serial import ProblemCounter, stop_on_sigterm
 from walt_node.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -411,14 +410,8 @@ def forward(forwarder: Forwarder, entries: EntryStream) -> None:
     forwarder.checkpoint()
 
 
-def _stop_on_sigterm() -> None:
-    def handler(_signum, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run(args) -> int:
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         return _journal_forward(args)
     except KeyboardInterrupt:  # stopped before forwarding began (or twice): nothing to save

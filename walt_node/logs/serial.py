@@ -269,14 +269,15 @@ def read_line(fd: int, reader: LineReader) -> None:
 
 # ------------------------------------------------------------------ command
 
-def _stop_on_sigterm() -> None:
+def stop_on_sigterm() -> None:
+    """SIGTERM (systemd stopping the unit) ends the command like Ctrl-C: cleanly."""
     def handler(_signum, _frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
 
 
 def run(args) -> int:
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         return _autolog(args)
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C: a normal stop (what was read is flushed)
