@@ -361,7 +361,7 @@ def test_a_logging_failure_exits_75_without_moving_the_cursor(
     def broken_echo(*_args, **_kwargs) -> None:
         raise OSError("logs API broken")
     monkeypatch.setattr(walt_log, "echo", broken_echo)
-    monkeypatch.setattr(journal_cmd, "_stop_on_sigterm", lambda: None)  # keep pytest's own handler
+    monkeypatch.setattr(journal_cmd, "stop_on_sigterm", lambda: None)  # keep pytest's own handler
     parser = argparse.ArgumentParser()
     journal_cmd.add_arguments(parser)
     args = parser.parse_args([*argv[2:], "--no-follow"])
