@@ -195,7 +195,7 @@ def start_ours(work: Path, port: int) -> Daemon:
 
 WALT_LOG_CAT = """\
 #!{python}
-# Minimal walt-log-cat for the benchmark (walt-protocols.md section 2):
+# Minimal walt-log-cat for the benchmark (docs/protocols.md section 2):
 # walt-log-cat [--ts] STREAM; stdin lines are '<ts> <text>' when --ts is given.
 import os, socket, sys
 host, port = os.environ["WALT_BENCH_LOGS"].rsplit(":", 1)

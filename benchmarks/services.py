@@ -33,7 +33,7 @@ from typing import Callable, Dict, List
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from netns import namespace, netns_unavailable_reason, veth_link  # noqa: E402
+from support.netns import namespace, netns_unavailable_reason, veth_link  # noqa: E402
 from test_lldp import SWITCH_MAC, lldpcli, start_lldpd  # noqa: E402
 from test_swap import start_nbd_server  # noqa: E402
 

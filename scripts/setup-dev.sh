@@ -31,5 +31,5 @@ install_debian_packages() {
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]' -r requirements-test.txt
+.venv/bin/pip install -q -e '.[test]'
 echo "walt-node installed in .venv: $(.venv/bin/walt-node --version)"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
-from netns import _ip, namespace, requires_netns
+from support.netns import _ip, namespace, requires_netns
 
 from walt_node.facts import FactInvalid, FactMissing, NodeFacts, ServerAddress, parse_walt_env
 from walt_node.paths import Paths

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
 
-from walt_node.logs.journal import (
+from walt_node.logstreams.journal import (
     ConfigError,
     CursorFile,
     Entry,
@@ -29,7 +29,7 @@ from walt_node.logs.journal import (
     load_config,
     parse_config,
 )
-from walt_node.logs.serial import ProblemCounter
+from walt_node.service import ProblemCounter
 from walt_node.sim import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -304,8 +304,8 @@ def python_with_systemd_module() -> Optional[str]:
 READ_WITH_MODULE = """
 import json, logging, sys
 from pathlib import Path
-from walt_node.logs.journal import read_with_python_module
-from walt_node.logs.serial import ProblemCounter
+from walt_node.logstreams.journal import read_with_python_module
+from walt_node.service import ProblemCounter
 units, cursor, start, files = json.loads(sys.argv[1])
 entries = read_with_python_module(units, cursor, start, [Path(f) for f in files], False,
                                   ProblemCounter(logging.getLogger("x")))
@@ -353,7 +353,7 @@ def test_a_logging_failure_exits_75_without_moving_the_cursor(
     import argparse
 
     from walt_node import log as walt_log
-    from walt_node.logs import journal as journal_cmd
+    from walt_node.commands import journal_forward as journal_cmd
 
     _, journal, argv = forward_setup
     write_journal(journal, [journal_entry("exp.service", "x", int(time.time() * 1e6))])

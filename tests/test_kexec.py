@@ -364,14 +364,16 @@ def test_signatures_of_the_real_debian_kernel_and_initrd() -> None:
         assert initrd_kind(initrd.read(65536)) in ("cpio (newc)", "gzip", "xz", "zstd", "lz4")
 
 
-def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, monkeypatch, tmp_path) -> None:
+def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, recorder, monkeypatch,
+                                                          tmp_path) -> None:
     """The node is re-bound right after the first binding check (while the boot files are
-    fetched): the second check sees it and nothing is loaded."""
+    fetched): the second check sees it and nothing is loaded.  The recorder's kexec is on
+    PATH: the test must not depend on the machine having kexec-tools."""
     import io
 
     from walt_node.paths import Paths
     from walt_node.reboot import binding as binding_module
-    from walt_node.reboot.kexec_cmd import NoKexec, Options, Reporter, prepare
+    from walt_node.reboot.kexec_reboot import NoKexec, Options, Reporter, prepare
     from walt_node.reboot.source import Deadline
 
     real_check = binding_module.check_binding
@@ -385,7 +387,9 @@ def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, monkeypatch
         return result
 
     monkeypatch.setattr(binding_module, "check_binding", check_then_rebind)
+    monkeypatch.setenv("PATH", recorder.env["PATH"])
     out = io.StringIO()
     with pytest.raises(NoKexec, match="the binding changed while preparing"):
         prepare(Paths(root), Reporter(out), Deadline(20), tmp_path, Options())
     assert checks == [DEFAULT_IMAGE, OTHER_IMAGE]
+    assert recorder.argvs() == []  # nothing loaded, nothing run

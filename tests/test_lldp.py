@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, List, Tuple
 
 import pytest
-from netns import Netns, requires_netns, veth_link, wait_until
+from support.netns import Netns, requires_netns, veth_link, wait_until
 
 from walt_node.lldp import Neighbor, Reporter, parse_neighbors
 

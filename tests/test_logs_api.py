@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import List
 
-from logs_support import DaemonProcess, LogServer, walt_env
+from support.logs import DaemonProcess, LogServer, walt_env
 
 
 def run_script(code: str, env: dict, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -80,7 +80,7 @@ def test_through_the_real_daemon(tmp_path: Path) -> None:
     try:
         done = run_script("""
             import logging
-            from walt_node.logs import WaltLogHandler
+            from walt_node.logstreams import WaltLogHandler
             logger = logging.getLogger("exp")
             logger.addHandler(WaltLogHandler(stream="handler"))
             logger.setLevel(logging.INFO)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-from logs_support import DaemonProcess, Line, LogServer, walt_env
+from support.logs import DaemonProcess, Line, LogServer, walt_env
 
 
 @pytest.fixture

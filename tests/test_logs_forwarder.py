@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from logs_support import LogServer
+from support.logs import LogServer
 
-from walt_node.logs.forwarder import Forwarder
-from walt_node.logs.spool import Spool
+from walt_node.logstreams.forwarder import Forwarder
+from walt_node.logstreams.spool import Spool
 
 
 def pump_until(forwarder: Forwarder, done: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -10,9 +10,9 @@ from typing import List
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logs_support import DaemonProcess, LogServer
+from support.logs import DaemonProcess, LogServer
 
-from walt_node.logs.parse import FifoParser
+from walt_node.logstreams.parse import FifoParser
 
 text_bytes = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\0"),
                      max_size=80).map(lambda t: t.encode())

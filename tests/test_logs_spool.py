@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from walt_node.logs.spool import Spool
+from walt_node.logstreams.spool import Spool
 
 
 def drain(spool: Spool, stream: str) -> bytes:

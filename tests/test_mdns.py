@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import Netns, requires_netns, veth_link, wait_until
+from support.netns import Netns, requires_netns, veth_link, wait_until
 
 from walt_node.mdns import (
     HOSTS_BEGIN,

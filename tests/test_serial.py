@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walt_node.logs.serial import (
+from walt_node.logstreams.serial import (
     MAX_LINE,
     LineReader,
     MoteProtocol,
-    ProblemCounter,
     speed_constant,
 )
+from walt_node.service import ProblemCounter
 from walt_node.sim import Simulator
 
 AUTOLOG = str(Path(sys.executable).parent / "walt-serial-autolog")

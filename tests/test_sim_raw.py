@@ -1,5 +1,5 @@
 """The simulator against an independent raw-socket client written from
-walt-protocols.md, mostly with malformed input: it must answer like a server
+docs/protocols.md, mostly with malformed input: it must answer like a server
 (close, or a non-RESULT status) and keep serving everybody else."""
 
 from __future__ import annotations

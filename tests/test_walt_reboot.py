@@ -19,7 +19,7 @@ from test_kexec_lib import (
     run_walt_node,
 )
 
-from walt_node.reboot.reboot_cmd import ConfigError, list_hooks, read_config
+from walt_node.reboot.node_reboot import ConfigError, list_hooks, read_config
 from walt_node.sim import Simulator
 
 REBOOT = ["reboot", "--grace", "0.3"]

@@ -1,7 +1,7 @@
 """``/bin/blink 1|0`` (``walt-node blink``): make an LED blink so a person finds the node.
 
 Standard library only, and little of it: the server runs this on every
-``walt node blink`` (walt-protocols.md §7).
+``walt node blink`` (docs/protocols.md §7).
 """
 
 from __future__ import annotations
@@ -22,35 +22,6 @@ BLINK_TRIGGERS = ("heartbeat", "timer")
 TRIGGER_MODULES = {"heartbeat": "ledtrig-heartbeat", "timer": "ledtrig-timer"}
 TOGGLER_MARK = "walt-node-blink-toggler"
 STATE_FILE = "blink.json"
-
-DESCRIPTION = """\
-blink 1: make an LED of this node blink; blink 0: put it back as it was.
-The WalT server runs '/bin/blink 1' and '/bin/blink 0' for 'walt node blink'.
-
-Which LED (first match):
-  1. 'led = NAME' in /etc/walt/blink.conf;
-  2. ACT, then led0 (the Raspberry Pi activity LED);
-  3. among /sys/class/leds/*, in name order: a name containing 'act', then
-     'status', then 'power' or 'pwr';
-  4. a keyboard LED (name ending in capslock, numlock, scrolllock);
-  5. the first LED by name.
-
-blink 1 saves the LED's current trigger (the [bracketed] one) and brightness
-in /run/walt-node/blink.json, unless it is already blinking (so repeated
-'blink 1' keeps the original), then sets the 'heartbeat' trigger, else
-'timer' ('trigger = timer' in blink.conf chooses).  If the kernel offers
-neither, it tries 'modprobe ledtrig-heartbeat' / 'modprobe ledtrig-timer',
-and as a last resort toggles the brightness from a small background process.
-blink 0 restores exactly the saved trigger (and the brightness when that
-trigger was 'none'), and stops the background process.
-
-Exit status 1 with a message when there is no LED (or it cannot be written):
-the server then reports the failure to the user.
-
-Examples:
-  blink 1
-  blink 0
-"""
 
 
 class BlinkError(RuntimeError):
@@ -265,23 +236,3 @@ def apply(value: str, paths: Optional[Paths] = None) -> int:
         return 1
     sys.stdout.write(message + "\n")
     return 0
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("value", choices=("1", "0"), help="1: blink; 0: restore")
-
-
-def run(args) -> int:
-    return apply(args.value)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """/bin/blink: parsed by hand, to start fast."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv in (["-h"], ["--help"]):
-        sys.stdout.write("usage: blink 1|0\n\n" + DESCRIPTION)
-        return 0
-    if len(argv) != 1 or argv[0] not in ("1", "0"):
-        sys.stderr.write(f"usage: blink 1|0 (got: {' '.join(argv) or 'nothing'})\n")
-        return 2
-    return apply(argv[0])

@@ -1,13 +1,9 @@
-"""The `walt-node` umbrella command and the legacy command names.
+"""The `walt-node` umbrella command and the legacy program names.
 
 Startup speed matters (`/bin/blink` and `walt-reboot` run on every request
 from the server), so this module imports only the standard library and loads
-a subcommand's module only once that subcommand is chosen.
-
-A subcommand module provides:
-    DESCRIPTION: str                  -- shown by --help
-    add_arguments(parser) -> None     -- declares its options
-    run(args) -> int                  -- does the work, returns the exit status
+a command's module only once that command is chosen.  Which commands exist
+is said once, in :mod:`walt_node.commands`.
 """
 
 from __future__ import annotations
@@ -15,37 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
-from typing import Dict, List, NamedTuple, Optional
+from typing import List, Optional
 
 from walt_node import __version__
-
-EXIT_NOT_AVAILABLE = 3
-
-
-class Command(NamedTuple):
-    module: str
-    summary: str
-
-
-COMMANDS: Dict[str, Command] = {
-    "facts": Command("walt_node.facts_cmd", "show the node facts walt-node reads, and their source"),
-    "sim": Command("walt_node.sim.cli", "run a loopback WalT server simulator"),
-    "demo": Command("walt_node.demo", "run a self-contained demo against the simulator"),
-    "logs-daemon": Command("walt_node.logs.daemon_cmd", "forward the log FIFO to the server"),
-    "log": Command("walt_node.logs.log_cmd", "send one log line (like walt-log-echo)"),
-    "log-monitor": Command("walt_node.logs.monitor", "run a command, logging its output"),
-    "serial-autolog": Command("walt_node.logs.serial", "log a serial sensor mote's output"),
-    "journal-forward": Command("walt_node.logs.journal", "forward systemd journal units to streams"),
-    "ipxe-kexec-reboot": Command("walt_node.reboot.kexec_cmd", "kexec into the currently bound image"),
-    "ipxe-plan": Command("walt_node.reboot.plan_cmd", "interpret /start.ipxe into a boot plan"),
-    "reboot": Command("walt_node.reboot.reboot_cmd", "reboot the node the best way (/bin/walt-reboot)"),
-    "blink": Command("walt_node.blink", "make an LED blink (1) or restore it (0)"),
-    "swap": Command("walt_node.swap", "attach or detach the server's NBD swap"),
-    "mdns": Command("walt_node.mdns", "publish and resolve <node>.local names"),
-    "lldp": Command("walt_node.lldp", "read LLDP neighbours and report them to the server"),
-    "setup": Command("walt_node.setup_cmd", "install walt-node's units and commands in an image"),
-}
+from walt_node.commands import COMMANDS, legacy_names
+from walt_node.errors import WaltNodeError
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -70,24 +42,9 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(name: str):
-    module_name = COMMANDS[name].module
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        return None
-
-
-def run_command(name: str, argv: List[str], prog: str) -> int:
-    module = _load(name)
-    if module is None:
-        sys.stderr.write(
-            f"{prog}: not available yet in walt-node {__version__}: this feature "
-            f"({COMMANDS[name].summary}) has not landed. Nothing was done.\n"
-        )
-        return EXIT_NOT_AVAILABLE
+def command_parser(name: str, prog: str):
+    """The argument parser of command ``name`` and its module (also used for manual pages)."""
+    module = importlib.import_module(f"walt_node.commands.{COMMANDS[name].module}")
     parser = argparse.ArgumentParser(
         prog=prog,
         description=module.DESCRIPTION,
@@ -96,10 +53,18 @@ def run_command(name: str, argv: List[str], prog: str) -> int:
     parser.add_argument("--version", action="version", version=f"walt-node {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     module.add_arguments(parser)
+    return parser, module
+
+
+def run_command(name: str, argv: List[str], prog: str) -> int:
+    parser, module = command_parser(name, prog)
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
         return int(module.run(args) or 0)
+    except WaltNodeError as error:  # the one place where errors of the library are printed
+        sys.stderr.write(f"{prog}: {error}\n")
+        return error.exit_status
     except KeyboardInterrupt:
         return 130
 
@@ -116,28 +81,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run_command(args.command, argv[split + 1:], f"walt-node {args.command}")
 
 
-def _legacy(name: str, prog: str) -> int:
-    return run_command(name, sys.argv[1:], prog)
-
-
-def setup_main() -> int:
-    return _legacy("setup", "walt-node-setup")
-
-
-def logs_daemon_main() -> int:
-    return _legacy("logs-daemon", "walt-logs-daemon")
-
-
-def log_monitor_main() -> int:
-    return _legacy("log-monitor", "walt-log-monitor")
-
-
-def ipxe_kexec_reboot_main() -> int:
-    return _legacy("ipxe-kexec-reboot", "walt-ipxe-kexec-reboot")
-
-
-def serial_autolog_main() -> int:
-    return _legacy("serial-autolog", "walt-serial-autolog")
+def legacy_main() -> int:
+    """Entry point of every legacy program name: the name it was started as says the command."""
+    program = os.path.basename(sys.argv[0])
+    name = legacy_names().get(program)
+    if name is None:
+        sys.stderr.write(f"{program}: not a walt-node program name; try 'walt-node --help'\n")
+        return 2
+    return run_command(name, sys.argv[1:], program)
 
 
 if __name__ == "__main__":

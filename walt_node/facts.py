@@ -1,4 +1,4 @@
-"""Node facts, read in one place (walt-protocols.md §1).
+"""Node facts, read in one place (docs/protocols.md §1).
 
 Each fact is looked up in these sources, first hit wins:
 

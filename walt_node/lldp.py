@@ -1,7 +1,7 @@
 """`walt-node lldp`: read LLDP neighbours and report the switch port to the server.
 
 lldpd does the LLDP work; its stable machine interface is
-``lldpcli -f json0 show neighbors`` (walt-protocols.md §10).  Each
+``lldpcli -f json0 show neighbors`` (docs/protocols.md §10).  Each
 neighbour whose chassis id is a MAC address is reported with NSAPI
 ``report_lldp_neighbor(<switch mac>, <port id>)`` (§4) through
 :mod:`walt_node.protocols`, which builds the request with ``repr()`` of the
@@ -17,41 +17,18 @@ server forgot without closing the session.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import select
 import socket
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from walt_node import runner
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """\
-Read LLDP neighbours from lldpd and report the switch port this node is
-plugged in to the WalT server (NSAPI report_lldp_neighbor), so that the
-server knows the platform topology.
-
-  neighbors   list what lldpd sees (lldpcli -f json0 show neighbors), and
-              whether each neighbour can be reported
-  report      report each usable neighbour once (chassis id must be a MAC)
-  report --watch
-              keep running: report new or changed neighbours, retry failed
-              reports; report everything again when the server restarts
-              (its API session, held open, is closed) and every --refresh
-              seconds
-
-Exit status of report (without --watch): 0 reported, 2 nothing usable to
-report, 1 lldpd or the server failed. Needs lldpd running (package lldpd).
-
-Examples:
-  walt-node lldp neighbors
-  walt-node lldp report --watch --interval 10
-"""
 
 LLDPCLI_TIMEOUT = 10.0
 DEFAULT_INTERVAL = 10.0
@@ -305,127 +282,3 @@ def server_session(timeout: float) -> ServerSession:
 
 
 # ---------------------------------------------------------------- commands
-
-def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
-    for name, help_text in (("neighbors", "list LLDP neighbours seen by lldpd"),
-                            ("report", "report switch neighbours to the WalT server")):
-        action = sub.add_parser(name, help=help_text, description=help_text)
-        action.add_argument("--lldpd-socket", metavar="PATH",
-                            help="lldpd control socket (lldpcli -u), default: lldpd's own")
-        if name == "neighbors":
-            action.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        else:
-            action.add_argument("--watch", action="store_true",
-                                help="keep running and report changes")
-            action.add_argument("--interval", type=positive_seconds, default=DEFAULT_INTERVAL, metavar="S",
-                                help=f"--watch: seconds between two looks (default {DEFAULT_INTERVAL:g})")
-            action.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="S",
-                                help="--watch: re-report every neighbour after S seconds, "
-                                     f"0 = never (default {DEFAULT_REFRESH:g})")
-            action.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                                help="time limit of one server call (default 5)")
-
-
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seconds")
-    return value
-
-
-def _print_table(neighbors: List[Neighbor]) -> None:
-    if not neighbors:
-        print("no LLDP neighbour")
-        return
-    print(f"{'INTERFACE':<12} {'SWITCH MAC':<17}  {'PORT ID':<20} {'SYSTEM':<16} STATUS")
-    for n in neighbors:
-        status = n.problem or "usable"
-        print(f"{n.interface:<12} {n.chassis_id:<17}  {n.port_id!r:<20} {n.system_name:<16} {status}")
-
-
-def _run_neighbors(args) -> int:
-    try:
-        neighbors = read_neighbors(args.lldpd_socket)
-    except LldpUnavailable as error:
-        print(f"walt-node lldp: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps([dict(asdict(n), problem=n.problem) for n in neighbors], indent=2))
-    else:
-        _print_table(neighbors)
-    return EXIT_OK
-
-
-def _log_outcome(outcome: Outcome) -> None:
-    for n in outcome.reported:
-        log.info("reported switch %s port %r (seen on %s)", n.switch_mac, n.port_id, n.interface)
-    for n, reason in outcome.skipped:
-        log.debug("skipped neighbour %r on %s: %s", n.chassis_id, n.interface, reason)
-    for n, reason in outcome.failed:
-        log.warning("could not report switch %s port %r: %s (will retry)",
-                    n.switch_mac, n.port_id, reason)
-
-
-def _report_once(args, reporter: Reporter) -> int:
-    try:
-        neighbors = read_neighbors(args.lldpd_socket)
-    except LldpUnavailable as error:
-        print(f"walt-node lldp: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    outcome = reporter.process(neighbors)
-    _log_outcome(outcome)
-    print(outcome.summary())
-    if outcome.failed:
-        return EXIT_FAILED
-    return EXIT_OK if outcome.reported else EXIT_NOTHING_USABLE
-
-
-def _watch(args, reporter: Reporter, server: ServerSession) -> int:
-    lldpd_warned = False
-    while True:
-        if server.lost():
-            log.info("the server closed its API session (restarted?): "
-                     "reporting every neighbour again")
-            reporter.forget_all()
-        try:
-            neighbors = read_neighbors(args.lldpd_socket)
-            lldpd_warned = False
-        except LldpUnavailable as error:
-            if not lldpd_warned:  # say it once, not every round
-                log.warning("%s; retrying every %g s", error, args.interval)
-                lldpd_warned = True
-            neighbors = None
-        if neighbors is not None:
-            outcome = reporter.process(neighbors)
-            _log_outcome(outcome)
-            if outcome.reported or outcome.failed:
-                log.info("%s", outcome.summary())
-        time.sleep(args.interval)
-
-
-def _run_report(args) -> int:
-    from walt_node.facts import FactInvalid, FactMissing
-
-    try:
-        server = server_session(args.timeout)
-    except (FactMissing, FactInvalid) as error:
-        print(f"walt-node lldp: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    refresh = args.refresh if args.refresh > 0 else None
-    reporter = Reporter(server.report, refresh=refresh)
-    try:
-        if args.watch:
-            return _watch(args, reporter, server)
-        return _report_once(args, reporter)
-    finally:
-        server.close()
-
-
-def run(args) -> int:
-    if args.action == "neighbors":
-        return _run_neighbors(args)
-    return _run_report(args)

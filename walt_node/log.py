@@ -225,9 +225,9 @@ class _Sender(threading.Thread):
         self.forwarder.pump()
 
     def _new_forwarder(self) -> Any:
-        from walt_node.logs.daemon_cmd import SPOOL_DIR_ENV, SPOOL_SIZE_ENV, parse_size, server_address
-        from walt_node.logs.forwarder import Forwarder
-        from walt_node.logs.spool import Spool
+        from walt_node.logstreams.forwarder import Forwarder
+        from walt_node.logstreams.settings import SPOOL_DIR_ENV, SPOOL_SIZE_ENV, parse_size, server_address
+        from walt_node.logstreams.spool import Spool
 
         root = os.environ.get(SPOOL_DIR_ENV) or str(self.paths.logs_spool)
         size = parse_size(os.environ.get(SPOOL_SIZE_ENV, "64M"))

@@ -42,7 +42,7 @@ class Paths:
         """Map an absolute node path (``/etc/x``) below the root."""
         return self.root / absolute.lstrip("/")
 
-    # --- platform facts (walt-protocols.md §1) ---
+    # --- platform facts (docs/protocols.md §1) ---
     @property
     def proc_cmdline(self) -> Path:
         return self.under("/proc/cmdline")

@@ -1,4 +1,4 @@
-"""Clients of the WalT server protocols, all in one place (walt-protocols.md).
+"""Clients of the WalT server protocols, all in one place (docs/protocols.md).
 
 - :class:`LogStream`: one log stream over TCP to the logs port (§2);
 - :class:`ApiSession`: NSAPI / VSAPI sessions on the rpc port (§4);

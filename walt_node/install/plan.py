@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
+from walt_node.commands import legacy_names
 from walt_node.install import InstallError
 from walt_node.paths import Paths
 
@@ -25,14 +26,7 @@ LINK_DIR = str(NODE.usr_local_bin)
 BIN_DIR = str(NODE.bin_dir)
 # Directories already on every PATH: no command links needed from there.
 PATH_DIRS = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
-COMMANDS = (
-    "walt-node",
-    "walt-node-setup",
-    "walt-logs-daemon",
-    "walt-log-monitor",
-    "walt-ipxe-kexec-reboot",
-    "walt-serial-autolog",
-)
+COMMANDS = ("walt-node", *legacy_names())
 # Scripts of the package's data/bin installed in the image's /bin (§7 of the protocols).
 BIN_SCRIPTS = ("blink", "walt-reboot")
 

@@ -1,4 +1,4 @@
-"""Which image is the node bound to now, and may it kexec? (walt-protocols.md §4, §5)
+"""Which image is the node bound to now, and may it kexec? (docs/protocols.md §4, §5)
 
 The web API answers first (node -> image full name -> image id, node config);
 if it cannot be reached or answers an HTTP error, the VSAPI session's

@@ -1,4 +1,4 @@
-"""An interpreter of the iPXE script subset WalT images use (walt-protocols.md §8).
+"""An interpreter of the iPXE script subset WalT images use (docs/protocols.md §8).
 
 Pure code: it turns ``/start.ipxe`` and every script it chains into a
 :class:`BootPlan` (kernel, initrds, command line).  All I/O goes through the

@@ -4,7 +4,7 @@
 node is bound to *now*:
 
 - ``tftp`` locations (bare paths in scripts, ``tftp://<server>/...``) through
-  the fake TFTP request of the logs port (walt-protocols.md §6);
+  the fake TFTP request of the logs port (docs/protocols.md §6);
 - ``http`` locations through :class:`walt_node.protocols.WebApi`: a URL on the
   server under ``/boot/`` becomes ``/boot/<path>?node_ip=<ip>`` (§5) so the
   server knows the node; a URL naming the server without a port uses the

@@ -1,4 +1,4 @@
-"""The simulated server's TCP protocols (walt-protocols.md §2, §4, §6).
+"""The simulated server's TCP protocols (docs/protocols.md §2, §4, §6).
 
 - logs port: the first line names the request: ``REQ_NEW_INCOMING_LOGS`` / ``0``
   (a log stream) or ``12`` / ``REQ_FAKE_TFTP_GET`` (a boot file); anything else

@@ -1,4 +1,4 @@
-"""The simulated server's HTTP port (walt-protocols.md §5) and control endpoint.
+"""The simulated server's HTTP port (docs/protocols.md §5) and control endpoint.
 
 - ``GET /api/v1/nodes[?mac=]`` and ``GET /api/v1/images[?fullname=]``: JSON
   shaped like the real web API;

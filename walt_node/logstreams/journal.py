@@ -18,39 +18,16 @@ import logging
 import os
 import select
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from walt_node.files import write_atomically
-from walt_node.logs.serial import ProblemCounter, stop_on_sigterm
-from walt_node.paths import Paths
+from walt_node.service import ProblemCounter
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """\
-Forward the systemd journal of chosen units to WalT log streams, with the
-journal's own timestamps, resuming after the last forwarded entry when
-restarted.
-
-Configuration file (default /etc/walt/journal-forward.conf), one unit per line:
-  # <unit>            <stream>
-  ssh                 sshd-log
-  my-experiment.service  experiment
-A unit name without a suffix means '<name>.service'.  Only the lines written
-by the unit's processes are forwarded (field _SYSTEMD_UNIT), one log line per
-line of a message.
-
-Journal reader: the 'systemd' Python module if installed
-(pip install walt-node[systemd]), otherwise 'journalctl -o json'.
-Without a saved cursor it starts at --start (default: the current boot).
-
-example:
-  echo 'my-experiment experiment' > /etc/walt/journal-forward.conf
-  walt-node journal-forward
-"""
 
 CHECKPOINT_ENTRIES = 1000  # save the cursor at least this often while busy
 IDLE_WAIT = 0.5  # a quiet journal for this long triggers a checkpoint
@@ -58,23 +35,6 @@ FLUSH_TIMEOUT = 30.0
 START_POINTS = ("boot", "all", "now")
 SOURCES = ("auto", "python", "journalctl")
 EXIT_TEMPORARY_FAILURE = 75  # EX_TEMPFAIL: systemd restarts the unit (status 1 means "fix the config")
-
-
-def add_arguments(parser) -> None:
-    paths = Paths.from_env()
-    parser.add_argument("--config", type=Path, default=paths.journal_forward_conf,
-                        help="unit-to-stream file (default %(default)s)")
-    parser.add_argument("--cursor-file", type=Path, default=paths.journal_forward_cursor,
-                        help="where the position reached is saved (default %(default)s)")
-    parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help="journal reader: the systemd Python module, journalctl, or auto "
-                        "(the module if installed)")
-    parser.add_argument("--start", choices=START_POINTS, default="boot",
-                        help="where to begin when no cursor is saved (default: boot)")
-    parser.add_argument("--file", dest="files", action="append", type=Path, metavar="JOURNAL",
-                        help="read this journal file instead of the system journal (repeatable)")
-    parser.add_argument("--no-follow", dest="follow", action="store_false",
-                        help="stop at the end of the journal instead of waiting for new entries")
 
 
 # ------------------------------------------------------------------ configuration
@@ -408,60 +368,3 @@ def forward(forwarder: Forwarder, entries: EntryStream) -> None:
         else:
             forwarder.handle(entry)
     forwarder.checkpoint()
-
-
-def run(args) -> int:
-    stop_on_sigterm()
-    try:
-        return _journal_forward(args)
-    except KeyboardInterrupt:  # stopped before forwarding began (or twice): nothing to save
-        return 0
-
-
-def _journal_forward(args) -> int:
-    prog = "walt-node journal-forward"
-    try:
-        routes = load_config(args.config)
-    except ConfigError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
-        return 1
-    from walt_node import log as walt_log
-
-    problems = ProblemCounter(log)
-    cursor_file = CursorFile(args.cursor_file)
-    forwarder = Forwarder(
-        routes,
-        emit=lambda stream, text, ts: walt_log.echo(stream, text, ts=ts),
-        flush=lambda: walt_log.flush(FLUSH_TIMEOUT) is not False,
-        cursor_file=cursor_file, problems=problems,
-    )
-    source = choose_source(args.source)
-    log.info("forwarding %s with %s", ", ".join(f"{u} -> {s}" for u, s in routes.items()), source)
-    try:
-        _forward_from(source, forwarder, cursor_file, args, problems)
-    except JournalUnavailable as error:
-        sys.stderr.write(f"{prog}: cannot read the journal: {error}\n")
-        return 1
-    except Exception as error:  # e.g. the logs API failed: exit without saving, restart resumes
-        log.exception("forwarding stopped: %s; the cursor stays at the last delivered entry", error)
-        return EXIT_TEMPORARY_FAILURE
-    except KeyboardInterrupt:
-        forwarder.checkpoint()  # save the position reached
-    finally:
-        problems.summary()
-        log.info("%d lines forwarded", forwarder.lines_sent)
-    return 0
-
-
-def _forward_from(source: str, forwarder: Forwarder, cursor_file: CursorFile, args,
-                  problems: ProblemCounter) -> None:
-    read = READERS[source]
-    units = sorted(forwarder.routes)
-    files = args.files or []
-    cursor = cursor_file.load()
-    try:
-        forward(forwarder, read(units, cursor, args.start, files, args.follow, problems))
-    except CursorRejected as error:
-        log.warning("the saved cursor was refused (%s): starting again from '%s'", error, args.start)
-        cursor_file.forget()
-        forward(forwarder, read(units, None, args.start, files, args.follow, problems))

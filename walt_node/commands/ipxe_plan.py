@@ -57,7 +57,7 @@ def _local_variables() -> Dict[str, str]:
     """Variables this node can tell without a server (absent facts are left unset)."""
     from walt_node.facts import NodeFacts
     from walt_node.reboot.binding import Binding
-    from walt_node.reboot.kexec_cmd import ipxe_variables
+    from walt_node.reboot.kexec_reboot import ipxe_variables
 
     facts = NodeFacts()
     empty = Binding("", "", None, None, True, "")
@@ -111,7 +111,7 @@ class _Unavailable(RuntimeError):
 def _server_source(timeout: float):
     from walt_node.facts import FactInvalid, FactMissing, NodeFacts
     from walt_node.reboot.binding import BindingUnknown, check_binding
-    from walt_node.reboot.kexec_cmd import ipxe_variables, optional
+    from walt_node.reboot.kexec_reboot import ipxe_variables, optional
     from walt_node.reboot.source import Deadline, DeadlineExceeded, ServerSource
 
     facts = NodeFacts()

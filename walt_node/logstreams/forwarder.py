@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
-from walt_node.logs.spool import Spool
+from walt_node.logstreams.spool import Spool
 from walt_node.protocols import log_stream_header, unsent_bytes
 
 log = logging.getLogger(__name__)

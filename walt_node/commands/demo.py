@@ -7,7 +7,6 @@ nothing of the real system is touched and every process started is stopped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import signal
@@ -60,10 +59,6 @@ def _say(text: str) -> None:
 
 def _title(text: str) -> None:
     _say(f"\n=== {text}")
-
-
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def _wait_until(condition: Callable[[], bool], what: str, timeout: float = STEP_TIMEOUT) -> None:
@@ -161,7 +156,7 @@ class Demo:
         script = (
             "import logging\n"
             "from walt_node import log\n"
-            "from walt_node.logs import WaltLogHandler\n"
+            "from walt_node.logstreams import WaltLogHandler\n"
             "for i in range(3):\n"
             "    log.echo('demo.python', f'measure {i}: {i * i}')\n"
             "logger = logging.getLogger('experiment')\n"
@@ -178,10 +173,8 @@ class Demo:
         self.walt_node("log", "demo.cli", "phase 1 done", check=True)
         self.expect("demo.cli", 1)
 
-        if _available("walt_node.logs.monitor"):
-            self._monitor()
-        if _available("walt_node.logs.serial"):
-            self._serial()
+        self._monitor()
+        self._serial()
 
     def _monitor(self) -> None:
         _say("walt-log-monitor: a command's output, shown and logged")
@@ -276,10 +269,8 @@ def run(args: argparse.Namespace) -> int:
         demo.start_logs_daemon()
         demo.run_experiment()
         demo.show_server_side()
-        if _available("walt_node.reboot.kexec_cmd"):
-            demo.show_kexec_plans()
-        if _available("walt_node.blink"):
-            demo.blink()
+        demo.show_kexec_plans()
+        demo.blink()
         _title("done: every step worked")
         return 0
     except (DemoFailed, subprocess.SubprocessError, OSError) as error:

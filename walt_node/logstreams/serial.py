@@ -1,6 +1,6 @@
 """`walt-serial-autolog <tty>`: log what a sensor mote prints on a serial line.
 
-The mote speaks the serial autolog protocol (walt-protocols.md §3):
+The mote speaks the serial autolog protocol (docs/protocols.md §3):
 
     LOGSTART                                   (the mote (re)started: forget definitions)
     LOGDEF <stream> <prefix> <separator> <format...>
@@ -18,73 +18,21 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import string
-import sys
 import termios
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
+from walt_node.service import ProblemCounter
+
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """\
-Read a sensor mote's serial line and send its data lines to WalT log
-streams, following the serial autolog protocol: the mote prints LOGSTART,
-then 'LOGDEF <stream> <prefix> <separator> <format>' and
-'LOGVAR <name> <value>' directives; afterwards each line starting with a
-defined prefix is cut after the prefix, split on the separator, formatted
-with Python's str.format (fields {0}, {1}... from the split, {name} from
-LOGVARs) and logged to the stream, stamped when it arrived.
-
-Malformed directives and lines that do not fit their format are reported
-(with counts) and skipped.  TTY may also be a plain file or a pseudo-terminal;
-a plain file is read to its end.
-
-example:
-  walt-serial-autolog /dev/ttyUSB0 --speed 9600
-  (mote prints: LOGSTART / LOGDEF temp T: ; {0} C at {site} / LOGVAR site lab-2 / T:21.5)
-  -> stream 'temp' gets the line '21.5 C at lab-2'
-"""
 
 DEFAULT_SPEED = 115200
 READ_SIZE = 4096
 MAX_LINE = 65536  # a mote line longer than this is garbage (wrong speed?): dropped
 DIRECTIVES = ("LOGSTART", "LOGDEF", "LOGVAR")
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("tty", metavar="TTY", help="serial device (e.g. /dev/ttyUSB0), pty or file")
-    parser.add_argument("-s", "--speed", type=int, default=DEFAULT_SPEED, metavar="BAUD",
-                        help=f"line speed in bauds (default {DEFAULT_SPEED})")
-
-
-# ------------------------------------------------------------------ problem reports
-
-class ProblemCounter:
-    """Counts problems by kind; logs the first of each kind, then at 10, 100, 1000..."""
-
-    def __init__(self, logger: logging.Logger):
-        self.logger = logger
-        self.counts: Dict[str, int] = {}
-
-    def report(self, kind: str, detail: str) -> None:
-        count = self.counts.get(kind, 0) + 1
-        self.counts[kind] = count
-        if count == 1:
-            self.logger.warning("%s: %s (skipped; further ones are counted)", kind, detail)
-        elif _is_power_of_ten(count):
-            self.logger.warning("%s: %d so far, latest: %s", kind, count, detail)
-
-    def summary(self) -> None:
-        for kind, count in sorted(self.counts.items()):
-            self.logger.warning("%s: %d in total", kind, count)
-
-
-def _is_power_of_ten(number: int) -> bool:
-    while number % 10 == 0 and number > 1:
-        number //= 10
-    return number == 1
 
 
 # ------------------------------------------------------------------ protocol
@@ -268,60 +216,3 @@ def read_line(fd: int, reader: LineReader) -> None:
 
 
 # ------------------------------------------------------------------ command
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (systemd stopping the unit) ends the command like Ctrl-C: cleanly."""
-    def handler(_signum, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
-def run(args) -> int:
-    stop_on_sigterm()
-    try:
-        return _autolog(args)
-    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: a normal stop (what was read is flushed)
-        return 0
-
-
-def _open_hint(error: OSError) -> str:
-    if error.errno == errno.ENOENT:
-        return " (check the device name and that the mote is plugged in: ls /dev/tty*)"
-    if error.errno == errno.EACCES:
-        return " (run it as root, or as a member of the device's group, often 'dialout')"
-    if error.errno == errno.EBUSY:
-        return " (another program holds the line)"
-    return ""
-
-
-def _autolog(args) -> int:
-    from walt_node import log as walt_log  # the sender thread starts with the first line
-
-    prog = "walt-serial-autolog"
-    try:
-        fd = open_line(args.tty, args.speed)
-    except ValueError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
-        return 2
-    except OSError as error:
-        sys.stderr.write(f"{prog}: cannot open serial line '{args.tty}': {error.strerror or error}"
-                         f"{_open_hint(error)}\n")
-        return 1
-    problems = ProblemCounter(log)
-
-    def emit(stream: str, text: str, ts: float) -> None:
-        try:
-            walt_log.echo(stream, text, ts=ts)
-        except Exception as error:  # keep reading the mote: later lines may go through
-            problems.report("line not logged", f"stream '{stream}': {error}")
-
-    protocol = MoteProtocol(emit, problems)
-    log.info("reading %s at %d bauds, waiting for LOGSTART", args.tty, args.speed)
-    try:
-        read_line(fd, LineReader(protocol.line, problems))
-    finally:
-        os.close(fd)
-        walt_log.flush(10.0)
-        problems.summary()
-        log.info("%d lines logged", protocol.lines_logged)
-    return 0

@@ -12,7 +12,7 @@ __all__ = ["WaltLogHandler"]
 
 def __getattr__(name: str) -> Any:
     if name == "WaltLogHandler":
-        from walt_node.logs.handler import WaltLogHandler
+        from walt_node.logstreams.handler import WaltLogHandler
 
         return WaltLogHandler
-    raise AttributeError(f"module 'walt_node.logs' has no attribute {name!r}")
+    raise AttributeError(f"module 'walt_node.logstreams' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Parsing of the requests written to the logs FIFO (walt-protocols.md §3).
+"""Parsing of the requests written to the logs FIFO (docs/protocols.md §3).
 
 The parser works on raw chunks as read from the FIFO (up to a megabyte at a
 time) and turns them into protocol-form lines (``<ts> <text>``, §2) grouped

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import tempfile
 import threading
@@ -13,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Dict
+
+from walt_node.service import on_stop_signals
 
 log = logging.getLogger("walt_node.sim")
 
@@ -142,8 +143,7 @@ def _run_simulator(args: argparse.Namespace, config: Any) -> int:
         sys.stderr.write(f"walt-node sim: {error.strerror or error}\n")
         return 1
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    on_stop_signals(stop.set)
     try:
         if args.state_file:
             sim.write_state(args.state_file)

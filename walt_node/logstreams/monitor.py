@@ -5,7 +5,7 @@ like the user's terminal.  Its output is shown unchanged and every output
 line is also logged to the stream ``<command basename>.<pid>.monitor``
 (``<pid>`` is this monitor's process id), framed by ``START`` and ``END``.
 
-Why not the FIFO ``MONITOR`` request of walt-protocols.md §3: that request
+Why not the FIFO ``MONITOR`` request of docs/protocols.md §3: that request
 carries a uid/gid that anybody able to write the FIFO can forge, so a daemon
 obeying it would run commands with another user's privileges.  walt-node's
 daemon refuses it and this command never sends it.
@@ -21,7 +21,6 @@ import select
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 import tty
@@ -29,22 +28,6 @@ from typing import Callable, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """\
-Run COMMAND in a pseudo-terminal, show its output unchanged and log every
-output line to the WalT log stream '<command name>.<pid>.monitor', between a
-START and an END line (<pid> is the process id of walt-log-monitor).
-
-The command runs as the calling user.  When stdin is a terminal, keystrokes
-(Ctrl-C included) go to the command and the terminal is restored afterwards;
-the command's terminal follows the size of yours.  When stdin is not a
-terminal (a pipe, a file), the command reads it directly.
-
-Exit status: the command's status, 128+N if it was killed by signal N,
-127 if the command is not found, 126 if it cannot be executed.
-
-example:
-  walt-log-monitor python3 experiment.py --rounds 10
-"""
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -54,13 +37,6 @@ DRAIN_IDLE = 0.2  # after the command exits, stop once its terminal is quiet thi
 DEFAULT_SIZE = (24, 80)
 POLL_INTERVAL = 0.25  # how often to check whether the command exited
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("command", nargs="...", metavar="COMMAND [ARG ...]",
-                        help="program to run (looked up on PATH) and its arguments")
-    parser.add_argument("--stream", metavar="NAME",
-                        help="log stream to use instead of '<command name>.<pid>.monitor'")
 
 
 # ------------------------------------------------------------------ lines
@@ -284,43 +260,8 @@ class Monitor:
 
 # ------------------------------------------------------------------ command
 
-def run(args) -> int:
-    argv = list(args.command)
-    prog = "walt-log-monitor"
-    if not argv:
-        sys.stderr.write(f"{prog}: no command given; usage: {prog} COMMAND [ARG ...]\n")
-        return 2
-    from walt_node import log as walt_log  # the background sender starts only when needed
 
-    stream = args.stream or stream_name(argv[0], os.getpid())
-    problem = stream_problem(stream)
-    if problem:
-        sys.stderr.write(f"{prog}: {problem}. Nothing was run.\n")
-        return 2
-    send = _StreamLogger(walt_log, stream)
-    monitor = Monitor(argv, on_line=send)
-    try:
-        monitor.start()
-    except FileNotFoundError:
-        sys.stderr.write(f"{prog}: command not found: '{argv[0]}' (check the name and your PATH). "
-                         "Nothing was run.\n")
-        return EXIT_NOT_FOUND
-    except PermissionError as error:
-        sys.stderr.write(f"{prog}: cannot execute '{argv[0]}': {error.strerror}. Nothing was run.\n")
-        return EXIT_CANNOT_EXECUTE
-    except OSError as error:
-        sys.stderr.write(f"{prog}: cannot start '{argv[0]}': {error}. Nothing was run.\n")
-        return EXIT_CANNOT_EXECUTE
-    send("START")
-    try:
-        status = monitor.run()
-    finally:
-        send("END")
-        _flush(walt_log)
-    return status
-
-
-class _StreamLogger:
+class StreamLogger:
     """Sends lines to the stream; a logging failure is reported once and never stops the command."""
 
     def __init__(self, walt_log, stream: str):
@@ -337,9 +278,8 @@ class _StreamLogger:
             self.failed = True
 
 
-def _flush(walt_log) -> None:
+def flush_logs(walt_log) -> None:
     try:
         walt_log.flush(10.0)
     except Exception as error:  # the output was shown; losing the log must not change the status
         log.warning("could not deliver the monitor log: %s", error)
-

@@ -6,8 +6,8 @@ One thread, one ``poll`` loop:
   a writer never meets "no reader" (SIGPIPE) and the daemon never sees EOF
   between two writers; it is read a megabyte at a time, as soon as data is
   there (no added delay), so lines are batched exactly when they come fast;
-- the :class:`~walt_node.logs.parse.FifoParser` turns each chunk into
-  protocol lines per stream, the :class:`~walt_node.logs.forwarder.Forwarder`
+- the :class:`~walt_node.logstreams.parse.FifoParser` turns each chunk into
+  protocol lines per stream, the :class:`~walt_node.logstreams.forwarder.Forwarder`
   delivers them (spooling what the server cannot take);
 - systemd is told READY=1 once the FIFO exists and WATCHDOG=1 from the loop.
 
@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from walt_node.logs.forwarder import Forwarder
-from walt_node.logs.parse import DEFAULT_MAX_LINE, FifoParser
-from walt_node.logs.spool import DEFAULT_MAX_BYTES, Spool, SpoolBusy, SpoolError
+from walt_node.logstreams.forwarder import Forwarder
+from walt_node.logstreams.parse import DEFAULT_MAX_LINE, FifoParser
+from walt_node.logstreams.spool import DEFAULT_MAX_BYTES, Spool, SpoolBusy, SpoolError
+from walt_node.service import on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,7 @@ class LogsDaemon:
         self._reader, self._keeper, self._inode = open_fifo(self.config.fifo)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        on_stop_signals(self.request_stop)
         self._notify("READY=1")
         log.info("reading %s (mode %o), spool %s (max %d bytes)", self.config.fifo, FIFO_MODE,
                  self.spool.dir, self.config.spool_size)
