@@ -69,7 +69,8 @@ def test_uses_the_fifo_when_a_daemon_reads_it(tmp_path: Path) -> None:
     """, walt_env(tmp_path, 1))  # port 1: nothing may go direct
     reader.join(25)
     assert done.returncode == 0, done.stderr
-    lines = bytes(received).splitlines()
+    assert received.startswith(b"\n"), "each write starts with a separator (docs/logs.md)"
+    lines = [line for line in bytes(received).splitlines() if line]
     assert lines[:100] == [b"TSLOG %d.000000 via-fifo n %d" % (1700000000 + i, i) for i in range(100)]
     assert lines[100:] == [b"TSLOG 1.500000 via-fifo multi", b"TSLOG 1.500000 via-fifo line"]
 

@@ -184,14 +184,16 @@ class _Sender(threading.Thread):
         return True
 
     def _write_fifo(self, items: List[Any]) -> bool:
-        chunk: List[bytes] = []
-        size = 0
+        # Each write starts with a newline: it ends whatever another writer left
+        # unterminated in the FIFO, so that leftover cannot capture our first line.
+        chunk: List[bytes] = [b"\n"]
+        size = 1
         for stream, line, ts in items:
             for request in _tslog_requests(stream, line, ts):
-                if size + len(request) > PIPE_BUF and chunk:
+                if size + len(request) > PIPE_BUF and size > 1:
                     if not self._fifo_write(b"".join(chunk)):
                         return False
-                    chunk, size = [], 0
+                    chunk, size = [b"\n"], 1
                 chunk.append(request)
                 size += len(request)
         return self._fifo_write(b"".join(chunk))

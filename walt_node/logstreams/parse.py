@@ -28,9 +28,12 @@ NO_STREAM = "missing or invalid stream name"
 BAD_UTF8 = "invalid UTF-8 (delivered with U+FFFD replacements)"
 NUL = "NUL bytes (delivered with U+FFFD replacements)"
 OVERLONG = "overlong line (delivered truncated)"
+UNTERMINATED = "unterminated line, ended by the next request (delivered as it was)"
 MONITOR = "MONITOR request refused (use walt-node's walt-log-monitor)"
 
 REPLACEMENT = "\ufffd".encode()
+# how every request starts: a read that begins with one starts a new request
+REQUEST_STARTS = (b"LOG ", b"TSLOG ", b"MONITOR")
 
 Batches = Dict[bytes, List[bytes]]
 Reporter = Callable[[str, bytes], None]
@@ -67,6 +70,9 @@ class FifoParser:
     # ------------------------------------------------------------------ input
     def feed(self, chunk: bytes) -> Batches:
         batches: Batches = {}
+        if ((self._partial or self._discarding) and chunk.startswith(REQUEST_STARTS)
+                and not self._continues_tslog(chunk)):
+            chunk = self._end_unterminated(chunk)
         if self._discarding:
             end = chunk.find(b"\n")
             if end < 0:
@@ -119,6 +125,29 @@ class FifoParser:
             if body.find(b"\n", start, start + window) < 0:
                 return True
         return False
+
+    def _end_unterminated(self, chunk: bytes) -> bytes:
+        """The line left unterminated by the last read ends where this read begins.
+
+        Each write of at most PIPE_BUF bytes lands whole in the FIFO, and a
+        request starts with its verb: a read that begins with a verb most likely
+        begins another write, maybe by another user.  Gluing it to the leftover
+        would let that leftover's writer capture the line (``LOG prank `` then
+        someone's ``LOG experiment ...``) or make it vanish (the skipped rest of
+        an overlong line).  The leftover is delivered on its own instead."""
+        self._malformed(UNTERMINATED, self._partial or b"(the rest of an overlong line)")
+        self._discarding = False
+        partial, self._partial = self._partial, b""
+        return partial + b"\n" + chunk if partial else chunk
+
+    def _continues_tslog(self, chunk: bytes) -> bool:
+        """``TS`` left over, then ``LOG <timestamp> ...``: one TSLOG request cut by
+        a read after its first two bytes (only a write larger than PIPE_BUF can be
+        cut), not a new request."""
+        if self._partial != b"TS":
+            return False
+        end = chunk.find(b" ", 4)
+        return self._timestamp(chunk[4:end] if end >= 0 else chunk[4:]) is not None
 
     def pending_bytes(self) -> int:
         """Bytes of an incomplete last line waiting for its end."""
@@ -212,6 +241,8 @@ class FifoParser:
         return text
 
     def _other(self, line: bytes) -> None:
+        if not line:
+            return  # a separator: walt-node's writers start each write with a newline
         if not line.strip():
             self._malformed(EMPTY, line)
         elif line.startswith(b"MONITOR ") or line == b"MONITOR":
