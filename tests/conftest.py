@@ -68,3 +68,18 @@ def node_root(tmp_path_factory: pytest.TempPathFactory,
 def sim_node_root(sim: Simulator, node_root: Path) -> Path:
     return make_node_root(node_root, server_ip=sim.host, logs_port=sim.logs_port,
                           rpc_port=sim.rpc_port, http_port=sim.http_port)
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    """The upstream WalT 10.0 venv (scripts/upstream-venv.sh, cached): path, python and
+    site-packages. If it cannot be built, conformance tests fail under CI (CI=true) and
+    are skipped, with the reason shown, elsewhere."""
+    from support.upstream import UpstreamUnavailable, build_upstream, in_ci
+
+    try:
+        return build_upstream()
+    except UpstreamUnavailable as error:
+        if in_ci():
+            pytest.fail(f"the upstream WalT 10.0 oracle is needed in CI: {error}")
+        pytest.skip(f"upstream WalT 10.0 oracle unavailable: {error}")

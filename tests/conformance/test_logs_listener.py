@@ -1,0 +1,67 @@
+"""walt-node's log writers against the real WalT 10.0 logs listener (docs/protocols.md §2, §11).
+
+The other end of every socket here is upstream's ``LogsStreamListener`` run by
+upstream's ``EventLoop`` and ``TCPServer`` (tests/conformance/upstream_driver.py),
+so what is asserted is what the real server hands to its hub: text byte-exact,
+the timestamps written, the order of each stream.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from support.logs import walt_env
+from support.upstream import Upstream, UpstreamServer
+
+HOSTILE = ["plain", "accents é à ü", "CJK 中文字", "emoji 😀🎉", "quotes ' \" \\ back",
+           "tab\tinside", "  leading and trailing  ", "CLOSE", "1700000000.5 looks like a stamp",
+           "x" * 20000 + "é"]
+
+
+@pytest.fixture
+def server(upstream: Upstream, tmp_path: Path) -> Iterator[UpstreamServer]:
+    with UpstreamServer(upstream, tmp_path) as running:
+        yield running
+
+
+def mixed_texts(count: int, seed: int = 1) -> List[str]:
+    """Numbered lines of ASCII and 2-, 3- and 4-byte UTF-8 characters."""
+    rng = random.Random(seed)
+    alphabet = ["a", "b", " ", "é", "ж", "中", "€", "😀", "𝄞"]
+    return [f"{i:06d} " + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+            for i in range(count)]
+
+
+def assert_delivered(server: UpstreamServer, stream: str, texts: List[str]) -> int:
+    """Every text arrived byte-exact, in order; returns the number of duplicates
+    (lines the daemon sent again after a connection broke)."""
+    got = server.lines(stream)
+    first_seen = list(dict.fromkeys(got))
+    missing = set(texts) - set(got)
+    assert not missing, f"{len(missing)} lines lost, e.g. {sorted(missing)[:3]}"
+    assert first_seen == texts, "lines arrived out of order"
+    assert not set(got) - set(texts), "the server stored lines nobody wrote"
+    return len(got) - len(first_seen)
+
+
+def test_walt_node_log_reaches_the_real_listener_byte_exact(server, tmp_path):
+    env = walt_env(tmp_path / "root", server.logs_port)  # no daemon: a direct connection
+    for number, text in enumerate(HOSTILE):
+        stamp = 1700000000.25 + number
+        done = subprocess.run([sys.executable, "-m", "walt_node", "log", "--ts", repr(stamp),
+                               "hostile", text], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert server.wait_for(lambda: len(server.lines("hostile")) >= len(HOSTILE))
+    records = server.records("log")
+    # the argument words are joined with one space, as walt-log-echo does: the texts here
+    # are single arguments, so they arrive exactly as given
+    assert [r["line"] for r in records] == HOSTILE
+    assert [r["ts"] for r in records] == [1700000000.25 + n for n in range(len(HOSTILE))]
+    assert all(r["issuer"] == "127.0.0.1" for r in records)
+    assert [c["error"] for c in server.records("closed")] == [None] * len(HOSTILE)
