@@ -170,6 +170,8 @@ def test_many_threads(tmp_path: Path) -> None:
             assert log.flush(20)
         """, walt_env(tmp_path, server.port))
         assert done.returncode == 0, done.stderr
+        # flushed means written to the kernel: the server's reader may still be behind
+        assert server.wait_for(lambda records: len(records) >= 16000, timeout=20)
         records = server.records()
         assert len(records) == 16000
         for n in range(8):

@@ -78,9 +78,17 @@ def test_two_nodes_resolve_each_other_list_peers_and_keep_hosts(two_nodes):
     done = mdns(b["ns"], b["env"], "resolve", "nodea.local", "--timeout", "8")
     assert (done.returncode, done.stdout) == (0, "10.77.0.1\n"), done.stderr
 
-    done = mdns(a["ns"], a["env"], "peers", "--json", "--timeout", "2")
-    assert done.returncode == 0, done.stderr
-    peers = {p["name"]: p for p in json.loads(done.stdout)}
+    # a browse lasts --timeout seconds: on a loaded machine one may end before both answered
+    peers = {}
+
+    def both_listed() -> bool:
+        done = mdns(a["ns"], a["env"], "peers", "--json", "--timeout", "2")
+        assert done.returncode == 0, done.stderr
+        peers.clear()
+        peers.update({p["name"]: p for p in json.loads(done.stdout)})
+        return {NODES["a"]["hostname"], NODES["b"]["hostname"]} <= set(peers)
+
+    assert wait_until(both_listed, 30, step=0.5), peers
     for key in ("a", "b"):
         node = NODES[key]
         assert peers[node["hostname"]] == {

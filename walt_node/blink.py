@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from walt_node.files import write_atomically
-from walt_node.paths import Paths
+from walt_node.paths import Paths, live_process_file
 
 PREFERRED_LEDS = ("ACT", "led0")  # Raspberry Pi activity LED (newer, older kernels)
 NAME_HINTS = ("act", "status", "power", "pwr")
@@ -186,20 +186,19 @@ while True:
 
 
 def _start_toggler(led: Path) -> int:
-    import subprocess
+    from walt_node import runner
 
     _write(led / "trigger", "none")
     high = _read(led / "max_brightness") if (led / "max_brightness").exists() else "1"
-    process = subprocess.Popen([sys.executable, "-c", _TOGGLER, str(led / "brightness"), high,
-                                TOGGLER_MARK], start_new_session=True,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = runner.start([sys.executable, "-c", _TOGGLER, str(led / "brightness"), high,
+                            TOGGLER_MARK], new_session=True,
+                           stdin=runner.DEVNULL, stdout=runner.DEVNULL, stderr=runner.DEVNULL)
     return process.pid
 
 
 def _is_toggler(pid: int) -> bool:
     try:
-        with open(f"/proc/{int(pid)}/cmdline", "rb") as cmdline:
+        with open(live_process_file(pid, "cmdline"), "rb") as cmdline:
             return TOGGLER_MARK.encode() in cmdline.read()
     except (OSError, ValueError):
         return False

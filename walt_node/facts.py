@@ -331,6 +331,13 @@ class NodeFacts:
     def hostname(self) -> str:
         return self._fact_hostname().value
 
+    def dmi(self, name: str) -> str:
+        """A DMI string of a PC (``sys_vendor``, ``product_name``), or '' when there is none."""
+        try:
+            return (self.paths.dmi_dir / name).read_text().strip()
+        except OSError:
+            return ""
+
     def is_virtual(self) -> bool:
         """True on a qemu virtual node (DMI vendor QEMU)."""
         try:

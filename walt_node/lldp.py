@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import select
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -253,16 +251,7 @@ class ServerSession:
         if self.broke:
             self.broke = False
             return True
-        sock = self.session.sock if self.session is not None else None
-        if sock is None:
-            return False
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False  # the server never speaks first: silence means alive
-        try:
-            closed = sock.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            closed = True
+        closed = self.session is not None and self.session.closed_by_server()
         if closed:
             self.close()
         return closed

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from walt_node.files import write_atomically
-from walt_node.paths import Paths
+from walt_node.paths import Paths, live_process_file
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def avahi_owner(paths: Paths) -> Optional[str]:
         pid = None
     if pid is not None:
         try:  # live /proc: the pid file may be stale
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            comm = live_process_file(pid, "comm").read_text().strip()
         except OSError:
             comm = ""
         if comm.startswith("avahi-daemon"):

@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Tuple, Union
 
 ROOT_ENV_VAR = "WALT_NODE_ROOT"
+LIVE_PROC = Path("/proc")
+
+
+def live_process_file(pid: int, name: str) -> Path:
+    """A file of the running kernel's /proc/<pid>: never below the root, since a
+    process id only means something to the kernel that runs it."""
+    return LIVE_PROC / str(int(pid)) / name
+
+
+WALT_ROOTFS_OVERLAY = "/run/walt/rootfs"
 
 
 class Paths:
@@ -148,12 +158,44 @@ class Paths:
 
     @property
     def walt_rootfs_overlay(self) -> Path:
-        return self.under("/run/walt/rootfs")
+        """The mount point of the node's RAM overlay, as /proc/mounts names it on the node."""
+        return self.under(WALT_ROOTFS_OVERLAY)
+
+    def device(self, name: str) -> Path:
+        """``/dev/<name>``."""
+        return self.dev / name
 
     # --- installation ---
     @property
     def bin_dir(self) -> Path:
         return self.under("/bin")
+
+    @property
+    def path_dirs(self) -> Tuple[Path, ...]:
+        """Directories on every PATH of an image: commands there need no link."""
+        return tuple(self.under(d) for d in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"))
+
+    @property
+    def systemd_binaries(self) -> Tuple[Path, ...]:
+        """Where systemd itself lives in an image that uses it (merged /usr or not)."""
+        return (self.under("/lib/systemd/systemd"), self.under("/usr/lib/systemd/systemd"))
+
+    @property
+    def sbin_init(self) -> Path:
+        return self.under("/sbin/init")
+
+    @property
+    def busybox(self) -> Path:
+        return self.under("/bin/busybox")
+
+    @property
+    def apt_get(self) -> Path:
+        return self.under("/usr/bin/apt-get")
+
+    @property
+    def run_systemd_system(self) -> Path:
+        """Exists only while systemd manages the running system."""
+        return self.under("/run/systemd/system")
 
     @property
     def usr_local_bin(self) -> Path:

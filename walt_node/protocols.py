@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import pickle
+import select
 import socket
 import struct
 import termios
@@ -27,6 +28,9 @@ REQ_API_SESSION = "REQ_API_SESSION"
 REQ_FAKE_TFTP_GET = "12"
 DEFAULT_TIMEOUT = 5.0
 MAX_LINE = 1 << 20  # replies longer than this are a protocol error
+
+
+BOOT_URL_PREFIX = "/boot/"  # HTTP boot files of the node's bound image (docs/protocols.md §5)
 
 
 class ServerError(RuntimeError):
@@ -218,6 +222,19 @@ class ApiSession:
             raise ApiError(method, reply)
         return reply[1] if len(reply) > 1 else None
 
+    def closed_by_server(self) -> bool:
+        """True when the server ended the session (it never speaks first, so anything
+        readable between calls is the end of the connection or junk); never blocks."""
+        if self.sock is None:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def close(self) -> None:
         if self.sock is None:
             return
@@ -293,7 +310,7 @@ class WebApi:
 
     def boot_file(self, path: str, node_ip: str) -> bytes:
         """``/boot/<path>?node_ip=..``: a file of the node's *currently bound* image."""
-        response = self._get("/boot/" + quote(path.lstrip("/")), {"node_ip": node_ip})
+        response = self._get(BOOT_URL_PREFIX + quote(path.lstrip("/")), {"node_ip": node_ip})
         if response.status_code != 200:
             raise FileNotServed(f"boot file {path} not served over HTTP "
                                 f"(HTTP {response.status_code})")

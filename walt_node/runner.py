@@ -1,8 +1,11 @@
-"""The one way walt-node runs external programs.
+"""The one way walt-node starts external programs.
 
 Programs are looked up on ``PATH`` (so tests can put recorders first), every
-run has a timeout, and a missing program is a clear :class:`CommandMissing`
-error naming it instead of a bare ``FileNotFoundError``.
+:func:`run` has a timeout, and a missing program is a clear
+:class:`CommandMissing` error naming it instead of a bare ``FileNotFoundError``.
+:func:`start` starts long-running children (background helpers, pipes, a
+command in a pseudo-terminal); no other module imports :mod:`subprocess`
+(tests/test_boundaries.py keeps it so).
 """
 
 from __future__ import annotations
@@ -12,6 +15,13 @@ import os
 import shutil
 import subprocess
 from typing import Mapping, Optional, Sequence
+
+# for callers of start(): what to connect a child's standard streams to
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+STDOUT = subprocess.STDOUT
+Process = subprocess.Popen
+TimeoutExpired = subprocess.TimeoutExpired
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,7 @@ def run(
         done = subprocess.run(
             [program, *argv[1:]],
             input=input,
+            stdin=subprocess.DEVNULL if input is None else None,  # never wait on our own stdin
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -81,3 +92,43 @@ def run(
     if check and done.returncode != 0:
         raise CommandFailed(argv, done.returncode, done.stdout)
     return done
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    stdin=None,
+    stdout=None,
+    stderr=None,
+    env: Optional[Mapping[str, str]] = None,
+    new_session: bool = False,
+    controlling_terminal: bool = False,
+    look_up: bool = True,
+    hint: str = "",
+) -> subprocess.Popen:
+    """Start ``argv`` and return its process, without waiting.
+
+    ``controlling_terminal``: the child gets a new session whose controlling
+    terminal is its stdout (a pty slave), as a login shell would.
+    ``look_up=False`` runs ``argv[0]`` as given, so the caller sees the OS's
+    own error (not found, not executable) as an OSError.
+    """
+    program = require(argv[0], hint) if look_up else argv[0]
+    log.debug("starting %s", " ".join(argv))
+    return subprocess.Popen(
+        [program, *argv[1:]],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=None if env is None else dict(env),
+        start_new_session=new_session or controlling_terminal,
+        preexec_fn=_take_stdout_as_controlling_terminal if controlling_terminal else None,
+    )
+
+
+def _take_stdout_as_controlling_terminal() -> None:
+    # runs in the child after setsid()
+    import fcntl
+    import termios
+
+    fcntl.ioctl(1, termios.TIOCSCTTY, 0)

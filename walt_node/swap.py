@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from walt_node import runner
-from walt_node.paths import Paths
+from walt_node.paths import WALT_ROOTFS_OVERLAY, Paths
 
 EXPORT_NAME = "swap-16G"
 OVERLAY_SIZE = "8G"
-OVERLAY_MOUNTPOINT = "/run/walt/rootfs"
 DEFAULT_ATTACH_TIMEOUT = 20.0
 DEFAULT_DETACH_TIMEOUT = 120.0  # swapoff must read back what was swapped out
 EXPORT_CHECK_TIMEOUT = 5.0
@@ -163,7 +162,7 @@ def free_nbd_device(paths: Paths) -> Optional[str]:
 
     for block in sorted(paths.sys_block.glob("nbd*"), key=number):
         if not (block / "pid").exists():
-            return f"/dev/{block.name}"
+            return str(Paths().device(block.name))  # as the node names it (nbd-client argument)
     return None
 
 
@@ -178,7 +177,7 @@ def overlay_is_mounted(paths: Paths) -> bool:
         return False
     for line in lines:
         fields = line.split()
-        if len(fields) > 1 and fields[1].replace("\\040", " ") == OVERLAY_MOUNTPOINT:
+        if len(fields) > 1 and fields[1].replace("\\040", " ") == WALT_ROOTFS_OVERLAY:
             return True
     return False
 

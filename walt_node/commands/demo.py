@@ -10,12 +10,13 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
+
+from walt_node import runner
 
 DESCRIPTION = """\
 Run a short, self-contained demonstration of walt-node, with no WalT platform:
@@ -73,26 +74,24 @@ class Demo:
     def __init__(self, base: Path):
         self.base = base
         self.root = base / "node-root"
-        self.processes: List[subprocess.Popen] = []
+        self.processes: List[runner.Process] = []
         self.sim = None
         self.env: Dict[str, str] = {}
         self.expected: Dict[str, int] = {}  # stream -> number of lines the experiment logs
 
     # ------------------------------------------------------------ helpers
-    def walt_node(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
-        """Run a walt-node command on the demo node (a fresh process, as on a node)."""
-        kwargs.setdefault("timeout", STEP_TIMEOUT)
-        kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run([sys.executable, "-m", "walt_node", *argv], env=self.env,
-                              text=True, **kwargs)
+    def walt_node(self, *argv: str, check: bool = False):
+        """Run a walt-node command on the demo node (a fresh process, as on a node);
+        its output (stdout and stderr) is in the result's ``stdout``."""
+        return runner.run([sys.executable, "-m", "walt_node", *argv], env=self.env,
+                          timeout=STEP_TIMEOUT, check=check)
 
-    def start(self, *argv: str) -> subprocess.Popen:
+    def start(self, *argv: str) -> runner.Process:
         """Start a walt-node service; its own log goes to <base>/<command>.log."""
         log_file = open(self.base / f"{argv[0]}.log", "wb")
         with log_file:
-            process = subprocess.Popen([sys.executable, "-m", "walt_node", *argv], env=self.env,
-                                       stdin=subprocess.DEVNULL, stdout=log_file,
-                                       stderr=subprocess.STDOUT)
+            process = runner.start([sys.executable, "-m", "walt_node", *argv], env=self.env,
+                                   stdin=runner.DEVNULL, stdout=log_file, stderr=runner.STDOUT)
         self.processes.append(process)
         return process
 
@@ -130,7 +129,7 @@ class Demo:
         self.env = dict(os.environ, WALT_NODE_ROOT=str(self.root), PYTHONUNBUFFERED="1")
         self.env.pop("walt_server_ip", None)
         _say(f"WALT_NODE_ROOT={self.root}")
-        facts = self.walt_node("facts", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        facts = self.walt_node("facts")
         _say(facts.stdout.rstrip())
 
     def start_logs_daemon(self) -> None:
@@ -144,12 +143,12 @@ class Demo:
         _title("4. example experiment: logging through every path")
         fifo = self.root / "var/lib/walt/logs.fifo"
         _say("shell: 3 walt-log-echo-style writes to the FIFO (one open/write/close each)")
-        subprocess.run(["sh", "-c", 'for i in 1 2 3; do '
-                        'printf "LOG demo.shell step %s:  spaces\\tand tab kept\\n" "$i" > "$0"; '
-                        'done', str(fifo)], check=True, timeout=STEP_TIMEOUT)
+        runner.run(["sh", "-c", 'for i in 1 2 3; do '
+                    'printf "LOG demo.shell step %s:  spaces\\tand tab kept\\n" "$i" > "$0"; '
+                    'done', str(fifo)], timeout=STEP_TIMEOUT)
         self.expect("demo.shell", 3)
-        subprocess.run(["sh", "-c", 'printf "TSLOG %s demo.shell with its own timestamp\\n" '
-                        '"$(date +%s.%N)" > "$0"', str(fifo)], check=True, timeout=STEP_TIMEOUT)
+        runner.run(["sh", "-c", 'printf "TSLOG %s demo.shell with its own timestamp\\n" '
+                    '"$(date +%s.%N)" > "$0"', str(fifo)], timeout=STEP_TIMEOUT)
         self.expect("demo.shell", 1)
 
         _say("Python API: walt_node.log.echo and logging.Handler")
@@ -164,8 +163,7 @@ class Demo:
             "logger.warning('a logging.Handler record')\n"
             "log.flush(10)\n"
         )
-        subprocess.run([sys.executable, "-c", script], env=self.env, check=True,
-                       timeout=STEP_TIMEOUT)
+        runner.run([sys.executable, "-c", script], env=self.env, timeout=STEP_TIMEOUT)
         self.expect("demo.python", 3)
         self.expect("demo.logging", 1)
 
@@ -179,20 +177,18 @@ class Demo:
     def _monitor(self) -> None:
         _say("walt-log-monitor: a command's output, shown and logged")
         done = self.walt_node("log-monitor", "--stream", "demo.monitor", "sh", "-c",
-                              "echo monitored line 1; echo monitored line 2",
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              "echo monitored line 1; echo monitored line 2")
         _say("  | " + done.stdout.replace("\r", "").rstrip().replace("\n", "\n  | "))
         if done.returncode != 0:
             raise DemoFailed(f"walt-log-monitor exited with status {done.returncode}")
         self.expect("demo.monitor", 4)  # START, 2 lines, END
 
     def _serial(self) -> None:
-        import pty
         import termios
         import tty
 
         _say("walt-serial-autolog: a sensor mote printing on a (pseudo) serial line")
-        mote, node_side = pty.openpty()
+        mote, node_side = os.openpty()
         tty.setraw(node_side, termios.TCSANOW)
         autolog = self.start("serial-autolog", os.ttyname(node_side))
         time.sleep(0.3)
@@ -230,16 +226,14 @@ class Demo:
             if label.startswith("re-bound"):
                 self.sim.bind(NODE_MAC, OTHER_IMAGE)
             _say(f"--- node {label}:")
-            done = self.walt_node("ipxe-kexec-reboot", "--dry-run", stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT)
+            done = self.walt_node("ipxe-kexec-reboot", "--dry-run")
             _say(done.stdout.rstrip())
 
     def blink(self) -> None:
         _title("7. blink a (fake) LED and restore it")
         trigger = self.root / "sys/class/leds/input0::capslock/trigger"
         for state in ("1", "0"):
-            done = self.walt_node("blink", state, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT)
+            done = self.walt_node("blink", state)
             if done.returncode != 0:
                 raise DemoFailed(f"blink {state} failed: {done.stdout.strip()}")
             _say(f"blink {state}: {trigger.name} = {trigger.read_text().strip()}")
@@ -251,7 +245,7 @@ class Demo:
         for process in self.processes:
             try:
                 process.wait(10)
-            except subprocess.TimeoutExpired:
+            except runner.TimeoutExpired:
                 process.kill()
                 process.wait()
         self.processes.clear()
@@ -273,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         demo.blink()
         _title("done: every step worked")
         return 0
-    except (DemoFailed, subprocess.SubprocessError, OSError) as error:
+    except (DemoFailed, runner.CommandFailed, runner.TimeoutExpired, OSError) as error:
         demo.stop()
         demo.show_service_logs()
         sys.stderr.write(f"walt-node demo: {error}\n")

@@ -11,8 +11,11 @@ from pathlib import Path
 
 from walt_node.install import InstallError
 from walt_node.install.rootfs import ImageRoot
+from walt_node.paths import Paths
 
-SYSTEMD_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
+NODE = Paths("/")  # locations as the image sees them; ImageRoot maps them below --prefix
+
+SYSTEMD_BINARIES = tuple(str(path) for path in NODE.systemd_binaries)
 INIT_SYSTEMS = ("systemd", "busybox")
 
 
@@ -104,21 +107,21 @@ def detect_init(image: ImageRoot) -> str:
     """'systemd' or 'busybox', from what the image holds."""
     if any(image.host_followed(path).exists() for path in SYSTEMD_BINARIES):
         return "systemd"
-    init = image.host("/sbin/init")
+    init = image.host(str(NODE.sbin_init))
     if init.is_symlink() and os.path.basename(os.readlink(init)) == "busybox":
         return "busybox"
-    if image.host_followed("/bin/busybox").exists() and not init.exists():
+    if image.host_followed(str(NODE.busybox)).exists() and not init.exists():
         return "busybox"
     raise InstallError(
         f"cannot tell the init system of {image.root}: no systemd binary "
-        f"({', '.join(SYSTEMD_BINARIES)}) and /sbin/init is not busybox; "
+        f"({', '.join(SYSTEMD_BINARIES)}) and {NODE.sbin_init} is not busybox; "
         "pass --init systemd or --init busybox"
     )
 
 
 def systemd_running(image: ImageRoot, prefix_given: bool) -> bool:
     """True when setup targets the running system and systemd manages it."""
-    return not prefix_given and image.host("/run/systemd/system").is_dir()
+    return not prefix_given and image.host(str(NODE.run_systemd_system)).is_dir()
 
 
 def data_dir() -> Path:

@@ -8,6 +8,7 @@ from typing import Callable, List
 from walt_node import runner
 from walt_node.install import InstallError
 from walt_node.install.rootfs import ImageRoot
+from walt_node.paths import Paths
 
 # Programs behind the optional services: LLDP reporting, NBD swap, kexec reboots.
 PACKAGES = ("lldpd", "nbd-client", "kexec-tools")
@@ -15,7 +16,7 @@ APT_TIMEOUT = 900.0
 
 
 def apt_command(image: ImageRoot, in_prefix: bool) -> List[str]:
-    if not image.host_followed("/usr/bin/apt-get").exists():
+    if not image.host_followed(str(Paths("/").apt_get)).exists():
         raise InstallError(
             "--install-packages works on Debian-based images (apt-get) only; install "
             + ", ".join(PACKAGES) + " with the image's own package manager"

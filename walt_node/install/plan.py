@@ -25,7 +25,7 @@ FIFO_DIR = str(NODE.var_lib_walt)
 LINK_DIR = str(NODE.usr_local_bin)
 BIN_DIR = str(NODE.bin_dir)
 # Directories already on every PATH: no command links needed from there.
-PATH_DIRS = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
+PATH_DIRS = tuple(str(path) for path in NODE.path_dirs)
 COMMANDS = ("walt-node", *legacy_names())
 # Scripts of the package's data/bin installed in the image's /bin (§7 of the protocols).
 BIN_SCRIPTS = ("blink", "walt-reboot")

@@ -17,12 +17,12 @@ import json
 import logging
 import os
 import select
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+from walt_node import runner
 from walt_node.files import write_atomically
 from walt_node.service import ProblemCounter
 
@@ -227,8 +227,8 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
     # stderr in a file: a pipe nobody reads while following could fill up and block journalctl
     with tempfile.TemporaryFile() as errors:
         try:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
-        except FileNotFoundError:
+            process = runner.start(argv, stdout=runner.PIPE, stderr=errors)
+        except runner.CommandMissing:
             raise JournalUnavailable("journalctl was not found on PATH (install it, or use the systemd "
                                      "Python module: pip install walt-node[systemd])") from None
         try:
@@ -248,7 +248,7 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
             raise JournalUnavailable(f"journalctl failed (status {status}): {error}")
 
 
-def _journalctl_entries(process: subprocess.Popen, problems: ProblemCounter):
+def _journalctl_entries(process: runner.Process, problems: ProblemCounter):
     """Entries from journalctl's output (None when quiet); returns how many lines it read."""
     assert process.stdout is not None
     pending = b""

@@ -20,11 +20,12 @@ import os
 import select
 import signal
 import struct
-import subprocess
 import termios
 import time
 import tty
 from typing import Callable, List, Optional, Tuple
+
+from walt_node import runner
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,6 @@ def disable_output_translation(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
-def _make_controlling_terminal() -> None:
-    # runs in the child after setsid(): its stdout (the pty slave) becomes its terminal
-    fcntl.ioctl(1, termios.TIOCSCTTY, 0)
-
-
 # ------------------------------------------------------------------ the monitor
 
 class Monitor:
@@ -131,7 +127,7 @@ class Monitor:
         # the pty turns LF into CRLF only for a user's terminal we set raw; else bytes pass unchanged
         self.translate_newlines = self.interactive and os.isatty(output_fd)
         self.master = -1
-        self.process: Optional[subprocess.Popen] = None
+        self.process: Optional[runner.Process] = None
 
     def start(self) -> None:
         """Spawn the command; raises OSError (FileNotFoundError, PermissionError) if it cannot run."""
@@ -141,12 +137,12 @@ class Monitor:
             set_terminal_size(slave, rows, cols)
             if not self.translate_newlines:
                 disable_output_translation(slave)
-            self.process = subprocess.Popen(
+            self.process = runner.start(
                 self.argv,
                 stdin=slave if self.interactive else self.input_fd,
                 stdout=slave, stderr=slave,
-                start_new_session=True,
-                preexec_fn=_make_controlling_terminal,
+                controlling_terminal=True,
+                look_up=False,  # the OS's own errors give the shell's exit statuses 126/127
             )
         except BaseException:
             os.close(self.master)

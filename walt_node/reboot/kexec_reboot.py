@@ -121,8 +121,8 @@ def ipxe_variables(facts, binding) -> Dict[str, str]:
         "gateway": binding.gateway or cmdline_ip[2],
         "hostname": binding.node_name or cmdline_ip[4] or optional(lambda: facts.hostname),
         "next-server": facts.server_ip,
-        "manufacturer": _dmi(facts.paths, "sys_vendor"),
-        "product": _dmi(facts.paths, "product_name"),
+        "manufacturer": facts.dmi("sys_vendor"),
+        "product": facts.dmi("product_name"),
     }
     return {name: value for name, value in variables.items() if value}
 
@@ -131,13 +131,6 @@ def optional(getter) -> str:
     try:
         return getter()
     except Exception:  # a missing optional fact leaves the variable unset, as in iPXE
-        return ""
-
-
-def _dmi(paths: Paths, name: str) -> str:
-    try:
-        return (paths.dmi_dir / name).read_text().strip()
-    except OSError:
         return ""
 
 

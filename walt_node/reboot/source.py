@@ -85,13 +85,13 @@ class ServerSource:
                              timeout=timeout)
 
     def _http(self, location: Location, timeout: float) -> bytes:
-        from walt_node.protocols import WebApi
+        from walt_node.protocols import BOOT_URL_PREFIX, WebApi
 
         if self._is_server(location.host):
             port = location.port or self.server.http_port
             web = WebApi(self.server.ip, port, timeout=timeout)
-            if location.path.startswith("/boot/") and self.node_ip and not location.query:
-                return web.boot_file(location.path[len("/boot/"):], self.node_ip)
+            if location.path.startswith(BOOT_URL_PREFIX) and self.node_ip and not location.query:
+                return web.boot_file(location.path[len(BOOT_URL_PREFIX):], self.node_ip)
             query = f"?{location.query}" if location.query else ""
             return web.url_get(web.base + location.path + query)
         return WebApi(location.host, location.port or 80, timeout=timeout).url_get(str(location))

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from walt_node.protocols import BOOT_URL_PREFIX
 from walt_node.sim.config import SimConfigError, normalize_mac
 from walt_node.sim.inventory import Inventory, SimError
 
@@ -71,8 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(self._nodes(_single(query, "mac")))
         if url.path == "/api/v1/images":
             return self._json(self._images(_single(query, "fullname")))
-        if url.path.startswith("/boot/"):
-            return self._boot_file(unquote(url.path[len("/boot/"):]), _single(query, "node_ip"))
+        if url.path.startswith(BOOT_URL_PREFIX):
+            return self._boot_file(unquote(url.path[len(BOOT_URL_PREFIX):]), _single(query, "node_ip"))
         raise _HttpError(404, f"no such resource {url.path}")
 
     @staticmethod

@@ -1,0 +1,154 @@
+"""The I/O boundaries of docs/architecture.md, kept true: a module that starts a
+program, opens a socket to the server, names a filesystem location or reads a node
+fact outside its one home fails here, with the file and line to fix."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Iterator, List, Set
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "walt_node"
+
+# where each kind of I/O lives
+RUNNER = {"runner.py"}
+SERVER_SOCKETS = {"protocols.py", "sim/"}  # the simulator is the server side itself
+PATHS = {"paths.py", "protocols.py"}  # protocols.py names the server's URL paths, not files
+FACTS = {"facts.py", "sim/", "commands/demo.py"}  # the simulator and the demo play the platform
+
+PROCESS_MODULES = {"subprocess", "pty", "multiprocessing", "asyncio"}
+PROCESS_CALLS = re.compile(r"^(fork|forkpty|exec\w*|spawn\w*|system|popen|posix_spawn\w*)$")
+# what a module outside protocols.py may use of the socket module: no connection to anywhere
+HARMLESS_SOCKET_NAMES = {"AF_UNIX", "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "SOCK_CLOEXEC",
+                         "gethostname", "inet_aton", "inet_ntoa", "inet_pton", "inet_ntop", "socket"}
+FILESYSTEM_PATH = re.compile(r"^/(proc|sys|var|etc|bin|sbin|run|tmp|dev|lib|usr|persist|boot|opt|srv|home"
+                             r"|root)(/|$)")
+FACT_PATHS = {"proc_cmdline", "walt_env", "dmi_dir", "etc_hostname"}
+FACT_VARIABLE = re.compile(r"^walt_(server_\w+|image_id|image_size_kib|boot_mode|node_(mac|model|hostname))$")
+
+
+def modules() -> List[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def name_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def allowed(path: Path, homes: Set[str]) -> bool:
+    name = name_of(path)
+    return any(name == home or (home.endswith("/") and name.startswith(home)) for home in homes)
+
+
+def prose_nodes(tree: ast.AST) -> Set[int]:
+    """Docstrings, DESCRIPTION texts and argparse help: text for people, not locations."""
+    prose: Set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant):
+            prose.add(id(body[0].value))
+        texts = []
+        if isinstance(node, ast.keyword) and node.arg in ("help", "description", "epilog"):
+            texts.append(node.value)
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DESCRIPTION"
+                                                for t in node.targets):
+            texts.append(node.value)
+        for text in texts:
+            prose.update(id(inner) for inner in ast.walk(text))
+    return prose
+
+
+def crossings(check) -> List[str]:
+    found = []
+    for path in modules():
+        tree = ast.parse(path.read_text(), str(path))
+        for line, what in check(path, tree):
+            found.append(f"walt_node/{name_of(path)}:{line}: {what}")
+    return found
+
+
+def program_starts(path: Path, tree: ast.AST) -> Iterator[tuple]:
+    if allowed(path, RUNNER):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in PROCESS_MODULES:
+                    yield node.lineno, f"imports {alias.name} (start programs with walt_node.runner)"
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PROCESS_MODULES:
+            yield node.lineno, f"imports from {node.module} (start programs with walt_node.runner)"
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "os" and PROCESS_CALLS.match(node.attr):
+            yield node.lineno, f"os.{node.attr} (start programs with walt_node.runner)"
+
+
+def server_sockets(path: Path, tree: ast.AST) -> Iterator[tuple]:
+    if allowed(path, SERVER_SOCKETS):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "socket":
+            yield node.lineno, "from socket import ... (server connections live in walt_node.protocols)"
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "socket" and node.attr not in HARMLESS_SOCKET_NAMES:
+            yield node.lineno, f"socket.{node.attr} (server connections live in walt_node.protocols)"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "socket" \
+                and node.func.attr == "socket":
+            family = node.args[0] if node.args else None
+            if not (isinstance(family, ast.Attribute) and family.attr == "AF_UNIX"):
+                yield node.lineno, "socket.socket() not AF_UNIX (server connections: walt_node.protocols)"
+
+
+def filesystem_locations(path: Path, tree: ast.AST) -> Iterator[tuple]:
+    if allowed(path, PATHS):
+        return
+    prose = prose_nodes(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose \
+                and FILESYSTEM_PATH.match(node.value):
+            yield node.lineno, f"names {node.value!r} (locations come from walt_node.paths.Paths)"
+
+
+def fact_reads(path: Path, tree: ast.AST) -> Iterator[tuple]:
+    if allowed(path, FACTS):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in FACT_PATHS:
+            yield node.lineno, f"reads .{node.attr} (node facts come from walt_node.facts)"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and FACT_VARIABLE.match(node.value):
+            yield node.lineno, f"names fact variable {node.value!r} (node facts come from walt_node.facts)"
+
+
+@pytest.mark.parametrize("check", [
+    program_starts,
+    # strict: passes the day the forwarder's connections move into protocols.py, and then says so
+    pytest.param(server_sockets, marks=pytest.mark.xfail(
+        strict=True, reason="logstreams/forwarder.py still opens its own non-blocking connections")),
+    filesystem_locations,
+    fact_reads,
+], ids=["programs-only-via-runner", "server-sockets-only-in-protocols", "locations-only-in-paths",
+        "facts-only-in-facts"])
+def test_no_module_crosses_a_boundary(check) -> None:
+    assert crossings(check) == []
+
+
+SAMPLE = '''
+import subprocess
+import socket
+s = socket.create_connection(("server", 12347))
+open("/var/lib/walt/logs.fifo")
+ip = env["walt_server_ip"]
+def f(paths):
+    return paths.proc_cmdline
+'''
+
+
+@pytest.mark.parametrize("check", [program_starts, server_sockets, filesystem_locations, fact_reads])
+def test_each_check_catches_its_crossing(check) -> None:
+    """The checks can fail: each finds its crossing in a module that has all four."""
+    found = list(check(PACKAGE / "blink.py", ast.parse(SAMPLE)))
+    assert found, check.__name__
