@@ -9,6 +9,8 @@
   environment) with /bin/walt-env, /proc/cmdline, /etc/hostname and the usual
   empty directories; server 127.0.0.1 on the WalT default ports.
 - ``sim_node_root``: the same, pointing at the ``sim`` fixture's ports.
+- ``users_directory``: a directory owned by a second local user (``nobody``),
+  who can plant files there with :func:`support.users.run_as_other_user`.
 """
 
 from __future__ import annotations
@@ -83,3 +85,15 @@ def upstream():
         if in_ci():
             pytest.fail(f"the upstream WalT 10.0 oracle is needed in CI: {error}")
         pytest.skip(f"upstream WalT 10.0 oracle unavailable: {error}")
+
+
+@pytest.fixture
+def users_directory() -> Iterator[Path]:
+    import os
+
+    from support.users import users_directory as make_users_directory
+
+    if os.geteuid() != 0:
+        pytest.skip("acting as a second local user needs root")
+    with make_users_directory() as path:
+        yield path
