@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+from support.faults import exit_code, process_state, start_interrupted, waits_for_a_lock
+from support.netns import wait_until
 
 from walt_node.install import InstallError
 from walt_node.install.environment import PythonEnv, check_python_env, data_dir
@@ -38,6 +41,7 @@ def make_image(root: Path, init: str = "systemd") -> Path:
     """A minimal image tree with walt-node installed in /opt/walt-node."""
     (root / "bin").mkdir(parents=True)
     (root / "etc").mkdir()
+    (root / "var/lib").mkdir(parents=True)  # as in every Debian image (dpkg's database)
     if init == "systemd":
         (root / "lib/systemd").mkdir(parents=True)
         (root / "lib/systemd/systemd").write_text("")
@@ -470,3 +474,67 @@ def test_install_packages_runs_the_image_apt_get_through_chroot(image: Path, tmp
     (tools / "chroot").write_text("#!/bin/sh\necho 'E: Unable to locate package lldpd'\nexit 100\n")
     failed = setup(image, "--install-packages", env=env)
     assert failed.returncode == 1 and "Unable to locate package lldpd" in failed.stderr
+
+
+# ------------------------------------------------------------ interrupted and concurrent setups
+
+def setup_argv(image: Path, *args: str) -> List[str]:
+    return ["setup", "--prefix", str(image), "--walt-node", IMAGE_WALT_NODE, *args]
+
+
+def installed(image: Path) -> Tuple[List[str], List[str]]:
+    """The paths the manifest lists: (entries, created directories)."""
+    data = json.loads((image / "var/lib/walt-node/install-manifest.json").read_text())
+    return sorted(entry["path"] for entry in data["entries"]), sorted(data["created_dirs"])
+
+
+def test_an_install_killed_at_any_write_is_undone_by_uninstall(tmp_path: Path) -> None:
+    at = 0
+    while True:
+        at += 1
+        image = make_image(tmp_path / f"image-{at}")
+        before = snapshot(image)
+        code = exit_code(start_interrupted(setup_argv(image), at, signal.SIGKILL))
+        if code == 0:
+            break  # the install makes fewer writes than `at`: every point was tried
+        assert code == -signal.SIGKILL
+        assert exit_code(start_interrupted(setup_argv(image, "--uninstall"), 0, 0)) == 0
+        assert snapshot(image) == before, f"setup killed at its write number {at}"
+        shutil.rmtree(image)
+    assert at > len(UNITS) * 2 + len(IMAGE_COMMANDS)  # units, enable links, command links were tried
+
+
+def test_an_install_killed_half_way_completes_when_run_again(tmp_path: Path) -> None:
+    reference = make_image(tmp_path / "reference")
+    ok(setup(reference))
+    image = make_image(tmp_path / "image")
+    before = snapshot(image)
+    assert exit_code(start_interrupted(setup_argv(image), 9, signal.SIGKILL)) == -signal.SIGKILL
+    ok(setup(image))
+    assert snapshot(image) == snapshot(reference)
+    assert not [name for name in snapshot(image) if name.endswith(".walt-node-new")]
+    ok(setup(image, "--uninstall"))
+    assert snapshot(image) == before
+
+
+def test_two_setups_at_once_take_turns_and_the_manifest_lists_everything(tmp_path: Path) -> None:
+    reference = make_image(tmp_path / "reference")
+    ok(setup(reference))
+    image = make_image(tmp_path / "image")
+    before = snapshot(image)
+    first = start_interrupted(setup_argv(image), 1, signal.SIGSTOP)  # frozen at its first write
+    try:
+        assert wait_until(lambda: process_state(first) == "T", TIMEOUT)
+        second = subprocess.Popen([WALT_NODE, *setup_argv(image)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        # a positive event either way: the second setup waits for the first, or it is done
+        assert wait_until(lambda: second.poll() is not None or waits_for_a_lock(second.pid), TIMEOUT)
+    finally:
+        os.kill(first, signal.SIGCONT)
+    assert exit_code(first) == 0
+    output = second.communicate(timeout=TIMEOUT)[0]
+    assert second.returncode == 0, output
+    assert installed(image) == installed(reference)
+    assert "waiting for another walt-node setup" in output
+    ok(setup(image, "--uninstall"))
+    assert snapshot(image) == before

@@ -9,18 +9,27 @@ Everything written is recorded in a manifest (JSON, under
   moves the original to a backup directory);
 - ``--uninstall`` removes exactly what was created (directories included),
   restores the backups, and leaves files edited since in place.
+
+The manifest is a journal: each change to the image (a file, a link, a
+directory, a backup) is recorded there *before* it is made, with what the path
+will hold once done, so an installation killed half-way is still undone
+completely by ``--uninstall``. Installing and uninstalling hold an exclusive
+lock (flock) on the image's root directory: two setups at once take turns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from walt_node import __version__
-from walt_node.files import symlink_atomically, write_atomically
+from walt_node.files import remove_leftover_temporaries, symlink_atomically, write_atomically
 from walt_node.install import InstallError, imagespec
 from walt_node.install.plan import NODE, Item, Plan
 from walt_node.install.rootfs import ImageRoot, sha256_of
@@ -82,8 +91,26 @@ class Installer:
 
     # ------------------------------------------------------------------ install
     def install(self, plan: Plan, init: str, templates: List[str]) -> Outcome:
+        with self._locked():
+            return self._install(plan, init, templates)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the image's setup lock: another setup or uninstall of this image waits."""
+        fd = os.open(self.image.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.say(f"waiting for another walt-node setup of {self.image.root} to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _install(self, plan: Plan, init: str, templates: List[str]) -> Outcome:
         manifest = Manifest.load(self.image) or Manifest()
-        before = manifest.serialized() if self.image.exists(MANIFEST) else b""
+        self.saved = manifest.serialized() if self.image.exists(MANIFEST) else b""
         actions = self._classify(plan, manifest)
         stale = [path for path in manifest.entries if path not in {item.path for item in plan.items}]
         self._refuse_conflicts(actions)
@@ -94,12 +121,15 @@ class Installer:
             return outcome
         for path in stale:
             self._remove_entry(manifest, path, outcome)
+        remove_leftover_temporaries(self.image.host(MANIFEST))  # of a setup killed while saving it
         for item, action in actions:
             if action != "keep":
                 self._write(item, action, manifest, outcome)
+            elif "pending" in manifest.entries.get(item.path, {}):  # written, then killed
+                manifest.entries[item.path].update(manifest.entries[item.path].pop("pending"))
         self._merge_spec(manifest, spec_missing, outcome)
         manifest.init = init
-        self._save(manifest, before)
+        self._save(manifest)
         return outcome
 
     def _classify(self, plan: Plan, manifest: Manifest) -> List[tuple]:
@@ -141,21 +171,22 @@ class Installer:
         host = self.image.host(item.path)
         self._make_parents(host.parent, manifest)
         record = manifest.entries.get(item.path, {"path": item.path, "kind": item.kind, "backup": None})
+        manifest.entries[item.path] = record
         if action == "replace":
             if record.get("backup") is None:
                 record["backup"] = self._back_up(item.path, manifest)
             else:  # the original is saved already: this is our edited copy
                 _delete(host)
+        record["pending"] = _expected_state(item)
+        self._save(manifest)  # journal first: if we die while writing, --uninstall knows the path
+        remove_leftover_temporaries(host)  # from a setup killed while writing it
         if item.kind == "dir":
             os.mkdir(host, item.mode)
         elif item.kind == "symlink":
             symlink_atomically(host, item.target)
-            record["target"] = item.target
         else:
             write_atomically(host, item.content, item.mode)
-            record["sha256"] = sha256_of(host)
-        record["kind"] = item.kind
-        manifest.entries[item.path] = record
+        record.update(record.pop("pending"), kind=item.kind)
         outcome.changed.append(f"{action}d {item.path}")
         if item.unit:
             outcome.units_changed.append(item.unit)
@@ -165,9 +196,12 @@ class Installer:
         while not host_dir.exists() and host_dir != self.image.root:
             missing.append(host_dir)
             host_dir = host_dir.parent
+        journal_dir = self.image.host(MANIFEST).parent
         for directory in reversed(missing):
-            os.mkdir(directory, 0o755)
             manifest.created_dirs.append(self.image.node(directory))
+            if directory != journal_dir and directory not in journal_dir.parents:
+                self._save(manifest)  # (the journal's own directories come before any journal)
+            os.mkdir(directory, 0o755)
 
     def _back_up(self, path: str, manifest: Manifest) -> str:
         backup = BACKUP_DIR + path
@@ -175,6 +209,8 @@ class Installer:
         self._make_parents(host_backup.parent, manifest)
         if os.path.lexists(host_backup):
             raise InstallError(f"a backup of {path} already exists at {host_backup}; move it away first")
+        manifest.entries[path]["backup"] = backup
+        self._save(manifest)
         os.replace(self.image.host(path), host_backup)
         self.say(f"kept the image's own {path} as {backup}")
         return backup
@@ -187,25 +223,35 @@ class Installer:
         if spec.exists() and record["original"] is None and not record["templates"]:
             record["original"] = spec.read_text()  # restored as-is by --uninstall
         self._make_parents(spec.parent, manifest)
-        added, _ = imagespec.add_templates(spec, missing)
-        record["templates"] += added
-        record["sha256"] = sha256_of(spec)
+        record["templates"] += missing
+        record["sha256"] = None  # until written: --uninstall then removes our templates one by one
         manifest.image_spec = record
+        self._save(manifest)
+        added, _ = imagespec.add_templates(spec, missing)
+        record["sha256"] = sha256_of(spec)
         outcome.changed.append(f"added {', '.join(added)} to the templates of {IMAGE_SPEC}")
 
-    def _save(self, manifest: Manifest, before: bytes) -> None:
-        content = manifest.serialized()
-        if content == before:
-            return
+    def _save(self, manifest: Manifest) -> None:
+        """Write the manifest if it changed since last saved (or loaded)."""
         host = self.image.host(MANIFEST)
         self._make_parents(host.parent, manifest)
-        write_atomically(host, manifest.serialized(), 0o644)  # _make_parents may have grown created_dirs
+        content = manifest.serialized()  # after _make_parents: it may have grown created_dirs
+        if content == self.saved:
+            return
+        write_atomically(host, content, 0o644)
+        self.saved = content
 
     # ---------------------------------------------------------------- uninstall
     def uninstall(self) -> Optional[Outcome]:
         """Undo the installation; None when the image has no manifest."""
+        with self._locked():
+            return self._uninstall()
+
+    def _uninstall(self) -> Optional[Outcome]:
         manifest = Manifest.load(self.image)
         if manifest is None:
+            if not self.dry_run:
+                self._remove_unborn_journal()
             return None
         outcome = Outcome(units=[p.rsplit("/", 1)[1] for p, r in manifest.entries.items() if _is_unit(p, r)])
         if self.dry_run:
@@ -216,9 +262,20 @@ class Installer:
             self._remove_entry(manifest, path, outcome)
         self._restore_spec(manifest, outcome)
         _delete(self.image.host(MANIFEST))
+        remove_leftover_temporaries(self.image.host(MANIFEST))
         for directory in sorted(manifest.created_dirs, key=lambda d: d.count("/"), reverse=True):
             self._remove_dir_if_empty(directory)
         return outcome
+
+    def _remove_unborn_journal(self) -> None:
+        """What a setup killed before its first manifest was saved left: that manifest's
+        temporary file and directory (the manifest's parents, e.g. /var/lib, are the image's)."""
+        journal = self.image.host(MANIFEST)
+        remove_leftover_temporaries(journal)
+        try:
+            journal.parent.rmdir()
+        except OSError:
+            pass  # absent, or not empty: then not ours to judge
 
     def _remove_log_fifo(self, outcome: Outcome) -> None:
         """Without its reader, the FIFO would block walt-log-echo (protocols §3): remove it.
@@ -233,6 +290,7 @@ class Installer:
     def _remove_entry(self, manifest: Manifest, path: str, outcome: Outcome) -> None:
         record = manifest.entries.pop(path)
         host = self.image.host(path)
+        remove_leftover_temporaries(host)
         if record["kind"] == "dir":
             if not self._remove_dir_if_empty(path):
                 return
@@ -245,7 +303,8 @@ class Installer:
         if _is_unit(path, record):
             outcome.units_changed.append(path.rsplit("/", 1)[1])
         backup = record.get("backup")
-        if backup and not os.path.lexists(host):
+        # the backup may not exist: setup was killed before it moved the original there
+        if backup and not os.path.lexists(host) and os.path.lexists(self.image.host(backup)):
             os.replace(self.image.host(backup), host)
             outcome.changed.append(f"restored the image's own {path}")
 
@@ -286,8 +345,20 @@ def _matches(item: Item, host: Path) -> bool:
     return host.read_bytes() == item.content and (host.stat().st_mode & 0o7777) == item.mode
 
 
+def _expected_state(item: Item) -> Dict[str, Any]:
+    """What ``item``'s path holds once written, as recorded in the manifest."""
+    if item.kind == "symlink":
+        return {"target": item.target}
+    if item.kind == "file":
+        return {"sha256": hashlib.sha256(item.content).hexdigest()}
+    return {}
+
+
 def _unmodified(record: Dict[str, Any], host: Path) -> bool:
-    """Is ``host`` still exactly what walt-node wrote there?"""
+    """Is ``host`` still exactly what walt-node wrote there (or was writing when interrupted)?"""
+    pending = record.get("pending")
+    if pending is not None and _unmodified({"kind": record["kind"], **pending}, host):
+        return True
     if record["kind"] == "symlink":
         return host.is_symlink() and os.readlink(host) == record.get("target")
     if record["kind"] == "dir":
