@@ -21,6 +21,7 @@ from test_kexec_lib import (
     model_file,
 )
 
+from walt_node.bounds import Deadline
 from walt_node.facts import ServerAddress
 from walt_node.reboot.ipxe import (
     BOOT_ROOT,
@@ -33,7 +34,7 @@ from walt_node.reboot.ipxe import (
     parse_url,
     resolve,
 )
-from walt_node.reboot.source import Deadline, LocalSource, ServerSource
+from walt_node.reboot.source import LocalSource, ServerSource
 from walt_node.sim import Simulator
 
 KERNEL = b"K" * 16

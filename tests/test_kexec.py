@@ -371,10 +371,10 @@ def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, recorder, m
     PATH: the test must not depend on the machine having kexec-tools."""
     import io
 
+    from walt_node.bounds import Deadline
     from walt_node.paths import Paths
     from walt_node.reboot import binding as binding_module
     from walt_node.reboot.kexec_reboot import NoKexec, Options, Reporter, prepare
-    from walt_node.reboot.source import Deadline
 
     real_check = binding_module.check_binding
     checks = []

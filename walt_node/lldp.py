@@ -234,12 +234,15 @@ class ServerSession:
         self.broke = False  # a call failed on an open session since the last look
 
     def report(self, sw_mac: str, port_label: str) -> None:
+        """One report, opening the session if needed, all within ``timeout``."""
+        from walt_node.bounds import Deadline
         from walt_node.protocols import ApiSession, ServerError
 
-        if self.session is None:
-            self.session = ApiSession(self.host, self.port, "NSAPI", self.timeout).open()
+        deadline = Deadline(self.timeout)
         try:
-            self.session.call("report_lldp_neighbor", sw_mac, port_label)
+            if self.session is None:
+                self.session = ApiSession(self.host, self.port, "NSAPI", self.timeout).open(deadline)
+            self.session.call_within(deadline, "report_lldp_neighbor", sw_mac, port_label)
         except ServerError:
             self.close()
             self.broke = True

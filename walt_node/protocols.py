@@ -5,9 +5,12 @@
 - :class:`WebApi`: the server's HTTP API and boot files (§5);
 - :func:`fake_tftp_get`: boot files through the logs port's fake TFTP (§6).
 
-Every network step has a timeout; failures raise :class:`ServerError` (or its
-subclass :class:`ServerUnreachable`) with a message naming the server and
-the step.  Heavy imports (``requests``) happen inside the functions using them.
+Every request/answer exchange is a *step* with one deadline for the whole step
+(:class:`walt_node.bounds.Deadline`): a server trickling a byte now and then
+cannot stretch it. What a server can make us allocate is bounded too (reply
+lines, JSON answers, boot files). Failures raise :class:`ServerError` (or its
+subclass :class:`ServerUnreachable`) with a message naming the server and the
+step.
 """
 
 from __future__ import annotations
@@ -19,15 +22,20 @@ import select
 import socket
 import struct
 import termios
-import time
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+from walt_node.bounds import MIB, Deadline, limit_reached
 
 REQ_NEW_INCOMING_LOGS = "REQ_NEW_INCOMING_LOGS"
 REQ_API_SESSION = "REQ_API_SESSION"
 REQ_FAKE_TFTP_GET = "12"
 DEFAULT_TIMEOUT = 5.0
-MAX_LINE = 1 << 20  # replies longer than this are a protocol error
+MAX_LINE = MIB  # replies longer than this are a protocol error
+MAX_JSON = 16 * MIB  # web API answers (one node, one image) are a few KiB
+MAX_BOOT_FILE = 512 * MIB  # kernel, initrd or script: more than a node can kexec anyway
+MAX_REDIRECTS = 5
+RECV_SIZE = 256 * 1024
 
 
 BOOT_URL_PREFIX = "/boot/"  # HTTP boot files of the node's bound image (docs/protocols.md §5)
@@ -53,6 +61,10 @@ class FileNotServed(ServerError):
     """The server could not serve a boot file (missing, or node unknown)."""
 
 
+class ReplyTooLarge(ServerError):
+    """The server announced or sent more than the bound for this kind of reply."""
+
+
 def connect(host: str, port: int, timeout: float = DEFAULT_TIMEOUT,
             what: str = "server") -> socket.socket:
     try:
@@ -64,21 +76,63 @@ def connect(host: str, port: int, timeout: float = DEFAULT_TIMEOUT,
     return sock
 
 
-class _LineReader:
-    """Reads \\n-terminated lines and exact byte counts from a socket, with its timeout."""
+class _StepSocket(socket.socket):
+    """A socket whose every wait ends at the deadline of the current step.
 
-    def __init__(self, sock: socket.socket, where: str):
+    Each receive or send gets the time *left*, so a peer sending a byte now
+    and then cannot stretch a step; past the deadline it raises socket.timeout.
+    ``deadline`` may be replaced between steps (API sessions).
+    """
+
+    deadline: Deadline
+
+    def _left(self) -> None:
+        left = self.deadline.remaining()
+        if left <= 0:
+            raise socket.timeout("the step's deadline has passed")
+        self.settimeout(left)
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self._left()
+        return super().recv(size, flags)
+
+    def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
+        self._left()
+        return super().recv_into(buffer, size, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._left()
+        super().sendall(data, flags)
+
+
+def connect_step(host: str, port: int, deadline: Deadline, what: str = "server") -> _StepSocket:
+    """A connection whose every wait, from the connect on, ends at ``deadline``."""
+    timeout = max(deadline.remaining(), 0.001)
+    plain = connect(host, port, timeout, what)
+    sock = _StepSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    sock.deadline = deadline
+    return sock
+
+
+class _LineReader:
+    """Reads \\n-terminated lines and exact byte counts from a step socket."""
+
+    def __init__(self, sock: _StepSocket, where: str):
         self.sock = sock
         self.where = where
         self.buffer = b""
 
+    def _failed(self, error: OSError) -> ServerUnreachable:
+        if isinstance(error, socket.timeout):
+            return ServerUnreachable(f"{self.where}: no answer in time (the whole step may "
+                                     f"last {self.sock.deadline.seconds:g} s)")
+        return ServerUnreachable(f"{self.where}: connection failed: {error}")
+
     def _fill(self) -> None:
         try:
             chunk = self.sock.recv(65536)
-        except socket.timeout:
-            raise ServerUnreachable(f"{self.where}: no answer in time") from None
         except OSError as error:
-            raise ServerUnreachable(f"{self.where}: connection failed: {error}") from None
+            raise self._failed(error) from None
         if not chunk:
             raise ServerUnreachable(f"{self.where}: the server closed the connection")
         self.buffer += chunk
@@ -91,10 +145,22 @@ class _LineReader:
         raw, _, self.buffer = self.buffer.partition(b"\n")
         return raw.decode("utf-8", errors="replace").rstrip("\r")
 
-    def exactly(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            self._fill()
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
+    def exactly(self, size: int) -> bytearray:
+        """``size`` bytes, received straight into one buffer allocated once (linear time)."""
+        data = bytearray(size)
+        view = memoryview(data)
+        filled = min(size, len(self.buffer))
+        view[:filled] = self.buffer[:filled]
+        self.buffer = self.buffer[filled:]
+        while filled < size:
+            try:
+                received = self.sock.recv_into(view[filled:], min(size - filled, RECV_SIZE))
+            except OSError as error:
+                raise self._failed(error) from None
+            if not received:
+                raise ServerUnreachable(f"{self.where}: the server closed the connection after "
+                                        f"{filled} of {size} bytes")
+            filled += received
         return data
 
 
@@ -181,17 +247,23 @@ class LogStream:
 
 class ApiSession:
     """An NSAPI or VSAPI session. Requests are repr() of real Python values;
-    replies are parsed with ast.literal_eval, never eval."""
+    replies are parsed with ast.literal_eval, never eval.
+
+    Opening the session and each call are steps bounded by ``timeout`` as a
+    whole; :meth:`open` and :meth:`call_within` take a caller's deadline
+    instead, to bound several steps together.
+    """
 
     def __init__(self, host: str, port: int, api: str = "NSAPI",
                  timeout: float = DEFAULT_TIMEOUT):
         self.host, self.port, self.api, self.timeout = host, port, api, timeout
-        self.sock: Optional[socket.socket] = None
+        self.sock: Optional[_StepSocket] = None
         self.reader: Optional[_LineReader] = None
         self.server_version: Optional[str] = None
 
-    def open(self) -> ApiSession:
-        self.sock = connect(self.host, self.port, self.timeout, "API port")
+    def open(self, deadline: Optional[Deadline] = None) -> ApiSession:
+        self.sock = connect_step(self.host, self.port, deadline or Deadline(self.timeout),
+                                 "API port")
         self.reader = _LineReader(self.sock, f"API session with {self.host}:{self.port}")
         self._send(f"{REQ_API_SESSION}\n{self.api}\n")
         self.server_version = self.reader.line()
@@ -206,15 +278,21 @@ class ApiSession:
                                     f"{error}") from None
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.call_within(Deadline(self.timeout), method, *args, **kwargs)
+
+    def call_within(self, deadline: Deadline, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` on the server, opening the session if needed,
+        all before ``deadline``."""
         if self.sock is None:
-            self.open()
-        assert self.reader is not None
+            self.open(deadline)
+        assert self.sock is not None and self.reader is not None
+        self.sock.deadline = deadline
         request = ("API_CALL", method, tuple(args), dict(kwargs))
         self._send(repr(request) + "\n")
         line = self.reader.line()
         try:
             reply = ast.literal_eval(line)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
             raise ServerError(f"API call {method}(): unreadable reply {line[:200]!r}") from None
         if not isinstance(reply, tuple) or not reply:
             raise ServerError(f"API call {method}(): unexpected reply {line[:200]!r}")
@@ -230,6 +308,7 @@ class ApiSession:
         readable, _, _ = select.select([self.sock], [], [], 0)
         if not readable:
             return False
+        self.sock.deadline = Deadline(1.0)
         try:
             return self.sock.recv(1, socket.MSG_PEEK) == b""
         except OSError:
@@ -238,6 +317,7 @@ class ApiSession:
     def close(self) -> None:
         if self.sock is None:
             return
+        self.sock.deadline = Deadline(min(self.timeout, 1.0))  # a goodbye, not worth waiting for
         try:
             self._send(repr(("CLOSE",)) + "\n")
         except ServerError:
@@ -252,24 +332,97 @@ class ApiSession:
         self.close()
 
 
+def _one_call(host: str, port: int, api: str, timeout: float, method: str, *args: Any) -> Any:
+    """Open a session, make one call, close: one step, bounded by ``timeout`` as a whole."""
+    deadline = Deadline(timeout)
+    session = ApiSession(host, port, api, timeout)
+    try:
+        return session.open(deadline).call_within(deadline, method, *args)
+    finally:
+        session.close()
+
+
 def sync_clock(host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> float:
-    with ApiSession(host, port, "NSAPI", timeout) as session:
-        return float(session.call("sync_clock"))
+    return float(_one_call(host, port, "NSAPI", timeout, "sync_clock"))
 
 
 def report_lldp_neighbor(host: str, port: int, sw_mac: str, sw_port_label: str,
                          timeout: float = DEFAULT_TIMEOUT) -> None:
-    with ApiSession(host, port, "NSAPI", timeout) as session:
-        session.call("report_lldp_neighbor", sw_mac, sw_port_label)
+    _one_call(host, port, "NSAPI", timeout, "report_lldp_neighbor", sw_mac, sw_port_label)
 
 
 def get_device_info(host: str, port: int, mac: str,
                     timeout: float = DEFAULT_TIMEOUT) -> Optional[Dict[str, Any]]:
-    with ApiSession(host, port, "VSAPI", timeout) as session:
-        return session.call("get_device_info", mac)
+    return _one_call(host, port, "VSAPI", timeout, "get_device_info", mac)
 
 
 # ---------------------------------------------------------------- web API (§5)
+
+class HttpReply(NamedTuple):
+    status: int
+    body: bytes
+
+
+def http_get(url: str, timeout: float, max_size: int) -> HttpReply:
+    """GET an http:// URL, following redirects, as one step bounded by ``timeout``.
+
+    The body is read up to ``max_size`` bytes; a larger one is refused
+    (:class:`ReplyTooLarge`) before it fills memory.
+    """
+    deadline = Deadline(timeout)
+    for _ in range(MAX_REDIRECTS + 1):
+        status, location, body = _http_get_once(url, deadline, max_size)
+        if status not in (301, 302, 303, 307, 308) or not location:
+            return HttpReply(status, body)
+        url = urljoin(url, location)
+    raise ServerError(f"HTTP request {url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _http_get_once(url: str, deadline: Deadline,
+                   max_size: int) -> Tuple[int, Optional[str], bytes]:
+    import http.client
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ServerError(f"HTTP request {url}: only http:// URLs with a host are supported")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ServerError(f"HTTP request {url}: bad port") from None
+    connection = http.client.HTTPConnection(parts.hostname, port)
+    connection.sock = connect_step(parts.hostname, port, deadline, "web server")
+    try:
+        connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                           headers={"Connection": "close"})
+        response = connection.getresponse()
+        if response.status in (301, 302, 303, 307, 308):
+            return response.status, response.getheader("Location"), b""
+        return response.status, None, _bounded_body(response, url, max_size)
+    except socket.timeout:
+        raise ServerUnreachable(f"HTTP request {url}: no answer in time (the whole request "
+                                f"may last {deadline.seconds:g} s)") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise ServerUnreachable(f"HTTP request {url} failed: {error!r}") from None
+    finally:
+        connection.close()
+
+
+def _bounded_body(response: Any, url: str, max_size: int) -> bytes:
+    announced = response.getheader("Content-Length", "")
+    if announced.isdigit() and int(announced) > max_size:
+        raise ReplyTooLarge(limit_reached(
+            "HTTP body over the size bound",
+            f"{url} announces {int(announced)} bytes, more than {max_size}"))
+    body = bytearray()  # grows in place: linear in the body size
+    while True:
+        chunk = response.read(RECV_SIZE)
+        if not chunk:
+            return body
+        body += chunk
+        if len(body) > max_size:
+            raise ReplyTooLarge(limit_reached(
+                "HTTP body over the size bound", f"{url} sent more than {max_size} bytes"))
+
 
 class WebApi:
     """The server's HTTP API (``/api/v1``) and boot files (``/boot``)."""
@@ -278,24 +431,22 @@ class WebApi:
         self.base = f"http://{host}:{port}" if port != 80 else f"http://{host}"
         self.timeout = timeout
 
-    def _get(self, path: str, params: Optional[Dict[str, str]] = None):
-        import requests
-
-        url = self.base + path
-        try:
-            response = requests.get(url, params=params, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise ServerUnreachable(f"web API request {url} failed: {error}") from None
-        return response
+    def _get(self, path: str, params: Dict[str, str], max_size: int) -> HttpReply:
+        return http_get(f"{self.base}{path}?{urlencode(params)}", self.timeout, max_size)
 
     def _json(self, path: str, params: Dict[str, str]) -> Dict[str, Any]:
-        response = self._get(path, params)
-        if response.status_code != 200:
-            raise ServerError(f"web API {path} answered HTTP {response.status_code}")
+        import json
+
+        reply = self._get(path, params, MAX_JSON)
+        if reply.status != 200:
+            raise ServerError(f"web API {path} answered HTTP {reply.status}")
         try:
-            return response.json()
-        except ValueError:
+            document = json.loads(reply.body)
+        except (ValueError, RecursionError):
             raise ServerError(f"web API {path} did not answer JSON") from None
+        if not isinstance(document, dict):
+            raise ServerError(f"web API {path} answered JSON that is not an object")
+        return document
 
     def nodes(self, mac: str) -> List[Dict[str, Any]]:
         return list(self._json("/api/v1/nodes", {"mac": mac}).get("nodes", []))
@@ -310,43 +461,50 @@ class WebApi:
 
     def boot_file(self, path: str, node_ip: str) -> bytes:
         """``/boot/<path>?node_ip=..``: a file of the node's *currently bound* image."""
-        response = self._get(BOOT_URL_PREFIX + quote(path.lstrip("/")), {"node_ip": node_ip})
-        if response.status_code != 200:
-            raise FileNotServed(f"boot file {path} not served over HTTP "
-                                f"(HTTP {response.status_code})")
-        return response.content
+        reply = self._get(BOOT_URL_PREFIX + quote(path.lstrip("/")), {"node_ip": node_ip},
+                          MAX_BOOT_FILE)
+        if reply.status != 200:
+            raise FileNotServed(f"boot file {path} not served over HTTP (HTTP {reply.status})")
+        return reply.body
 
     def url_get(self, url: str) -> bytes:
         """Any http:// URL (iPXE scripts may name one)."""
-        import requests
-
-        try:
-            response = requests.get(url, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise ServerUnreachable(f"HTTP request {url} failed: {error}") from None
-        if response.status_code != 200:
-            raise FileNotServed(f"{url} not served (HTTP {response.status_code})")
-        return response.content
+        reply = http_get(url, self.timeout, MAX_BOOT_FILE)
+        if reply.status != 200:
+            raise FileNotServed(f"{url} not served (HTTP {reply.status})")
+        return reply.body
 
 
 # ----------------------------------------------------------- fake TFTP (§6)
 
 def fake_tftp_get(host: str, port: int, mac: str, path: str,
-                  timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Fetch ``path`` from /boot/<model>/ of the image ``mac`` is bound to now."""
+                  timeout: float = DEFAULT_TIMEOUT, max_size: int = MAX_BOOT_FILE) -> bytes:
+    """Fetch ``path`` from /boot/<model>/ of the image ``mac`` is bound to now.
+
+    One step bounded by ``timeout``; a file announced larger than ``max_size``
+    is refused before anything is allocated.
+    """
     where = f"fake TFTP request for {path} to {host}:{port}"
-    with connect(host, port, timeout, "logs port (fake TFTP)") as sock:
+    with connect_step(host, port, Deadline(timeout), "logs port (fake TFTP)") as sock:
         reader = _LineReader(sock, where)
-        sock.sendall(f"{REQ_FAKE_TFTP_GET}\n".encode())
-        reader.line()  # "ready"
-        sock.sendall(pickle.dumps({"node_mac": mac, "path": path}, protocol=4))
+        try:
+            sock.sendall(f"{REQ_FAKE_TFTP_GET}\n".encode())
+            reader.line()  # "ready"
+            sock.sendall(pickle.dumps({"node_mac": mac, "path": path}, protocol=4))
+        except OSError as error:
+            raise reader._failed(error) from None
         status = reader.line()
         if status != "OK":
             raise FileNotServed(f"{where}: server answered {status!r}")
         size_line = reader.line()
         if not size_line.isdigit():
             raise ServerError(f"{where}: bad size line {size_line!r}")
-        return reader.exactly(int(size_line))
+        size = int(size_line)
+        if size > max_size:
+            raise ReplyTooLarge(limit_reached(
+                "fake TFTP file over the size bound",
+                f"{where}: the server announces {size} bytes, more than {max_size}"))
+        return reader.exactly(size)
 
 
 # ------------------------------------------------------ NBD export info (§9)
@@ -380,18 +538,12 @@ class NbdExport(NamedTuple):
 class _NbdHandshake:
     """The option haggling phase of the fixed newstyle NBD handshake."""
 
-    def __init__(self, sock: socket.socket, where: str, deadline: float):
-        self.sock = sock
+    def __init__(self, sock: socket.socket, where: str):
+        self.sock = sock  # a step socket: the whole handshake shares its deadline
         self.reader = _LineReader(sock, where)
         self.where = where
-        self.deadline = deadline
 
     def _read(self, size: int) -> bytes:
-        # the whole handshake shares one deadline: a server trickling bytes cannot stretch it
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise ServerUnreachable(f"{self.where}: no complete answer in time")
-        self.sock.settimeout(remaining)
         # nbd-server writes a reply in pieces without TCP_NODELAY: acknowledging at once
         # spares the 40 ms delayed-ACK stall per reply (48 ms -> 4 ms per check on loopback)
         if hasattr(socket, "TCP_QUICKACK"):
@@ -483,9 +635,8 @@ def nbd_export_info(host: str, name: str, port: int = NBD_DEFAULT_PORT,
     ServerError.
     """
     where = f"NBD server {host}:{port}"
-    deadline = time.monotonic() + timeout
-    with connect(host, port, timeout, "NBD server") as sock:
-        handshake = _NbdHandshake(sock, where, deadline)
+    with connect_step(host, port, Deadline(timeout), "NBD server") as sock:
+        handshake = _NbdHandshake(sock, where)
         try:
             handshake.start()
             size = handshake.info(name)

@@ -1,7 +1,7 @@
 """`walt-node swap`: the WalT server's NBD export ``swap-16G`` as swap (docs/protocols.md §9).
 
 Nodes boot with their root filesystem in RAM; swap on the server lets that
-RAM overlay grow. Every step runs under one time budget so a server that does
+RAM overlay grow. Every step runs under one deadline so a server that does
 not answer delays the boot by seconds, never minutes, and a missing piece is
 named instead of failing somewhere in the middle.
 """
@@ -12,12 +12,12 @@ import json
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 from walt_node import runner
+from walt_node.bounds import Deadline, DeadlineExceeded
 from walt_node.paths import WALT_ROOTFS_OVERLAY, Paths
 
 EXPORT_NAME = "swap-16G"
@@ -47,20 +47,6 @@ class Check:
 
 class StepFailed(RuntimeError):
     pass
-
-
-class Budget:
-    """One deadline shared by every step of a command."""
-
-    def __init__(self, seconds: float, clock=time.monotonic):
-        self.clock = clock
-        self.deadline = clock() + seconds
-
-    def left(self, at_most: float = STEP_TIMEOUT) -> float:
-        remaining = self.deadline - self.clock()
-        if remaining <= 0:
-            raise StepFailed("the time budget (--timeout) is used up")
-        return min(remaining, at_most)
 
 
 # ---------------------------------------------------------- prerequisites
@@ -201,22 +187,29 @@ def load_state_device(paths: Paths) -> Optional[str]:
 
 # ---------------------------------------------------------- steps
 
-def step(argv: List[str], budget: Budget, what: str) -> None:
+def time_left(deadline: Deadline, at_most: float = STEP_TIMEOUT) -> float:
     try:
-        runner.run(argv, timeout=budget.left())
+        return deadline.timeout(at_most)
+    except DeadlineExceeded:
+        raise StepFailed("the time limit of the command (--timeout) is used up") from None
+
+
+def step(argv: List[str], deadline: Deadline, what: str) -> None:
+    try:
+        runner.run(argv, timeout=time_left(deadline))
     except (runner.CommandFailed, runner.CommandMissing) as error:
         raise StepFailed(f"{what} failed: {error}") from None
 
 
 def undo(argv: List[str]) -> None:
-    """Best-effort rollback with its own short limit (the budget may be spent)."""
+    """Best-effort rollback with its own short limit (the deadline may have passed)."""
     try:
         runner.run(argv, timeout=STEP_TIMEOUT, check=False)
     except (runner.CommandFailed, runner.CommandMissing):
         pass
 
 
-def attach(paths: Paths, server: str, port: int, budget: Budget, out=None) -> int:
+def attach(paths: Paths, server: str, port: int, deadline: Deadline, out=None) -> int:
     already = swapped_nbd_devices(paths)
     if already:
         print(f"NBD swap already attached on {', '.join(already)}; nothing to do", file=out or sys.stdout)
@@ -229,32 +222,32 @@ def attach(paths: Paths, server: str, port: int, budget: Budget, out=None) -> in
               file=out or sys.stdout)
         return EXIT_MISSING
     try:
-        export = check_export(server, port, budget.left(EXPORT_CHECK_TIMEOUT))
+        export = check_export(server, port, time_left(deadline, EXPORT_CHECK_TIMEOUT))
         if not export.ok:
             print(f"NBD swap not attached: {export.detail}", file=out or sys.stdout)
             return EXIT_SERVER
-        device = _attach_device(paths, server, port, budget)
+        device = _attach_device(paths, server, port, deadline)
     except StepFailed as error:
         print(f"NBD swap not attached: {error}", file=out or sys.stdout)
         return EXIT_STEP_FAILED
     print(f"NBD swap attached on {device} ({export.detail})", file=out or sys.stdout)
-    _grow_overlay(paths, budget, out)
+    _grow_overlay(paths, deadline, out)
     return EXIT_OK
 
 
-def _attach_device(paths: Paths, server: str, port: int, budget: Budget) -> str:
+def _attach_device(paths: Paths, server: str, port: int, deadline: Deadline) -> str:
     if not module_loaded(paths):
-        step(["modprobe", "nbd"], budget, "loading the nbd module (modprobe nbd)")
+        step(["modprobe", "nbd"], deadline, "loading the nbd module (modprobe nbd)")
     device = free_nbd_device(paths)
     if device is None:
         raise StepFailed(f"no free NBD device (every {paths.sys_block}/nbd* is connected)")
     node = device_path(paths, device)
     try:
         # a connect killed by its time limit may leave the device half set up: undo that too
-        step(["nbd-client", "-N", EXPORT_NAME, server, str(port), node, "-swap"], budget,
+        step(["nbd-client", "-N", EXPORT_NAME, server, str(port), node, "-swap"], deadline,
              f"connecting {device} to {server}")
-        step(["mkswap", node], budget, f"mkswap {device}")
-        step(["swapon", node], budget, f"swapon {device}")
+        step(["mkswap", node], deadline, f"mkswap {device}")
+        step(["swapon", node], deadline, f"swapon {device}")
     except StepFailed:
         undo(["nbd-client", "-d", node])
         raise
@@ -262,12 +255,12 @@ def _attach_device(paths: Paths, server: str, port: int, budget: Budget) -> str:
     return device
 
 
-def _grow_overlay(paths: Paths, budget: Budget, out) -> None:
+def _grow_overlay(paths: Paths, deadline: Deadline, out) -> None:
     if not overlay_is_mounted(paths):
         return
     target = str(paths.walt_rootfs_overlay)
     try:
-        step(["mount", "-o", f"remount,size={OVERLAY_SIZE}", target], budget,
+        step(["mount", "-o", f"remount,size={OVERLAY_SIZE}", target], deadline,
              f"growing the RAM overlay {target}")
     except StepFailed as error:
         print(f"warning: swap is attached but {error}", file=out or sys.stdout)
@@ -275,7 +268,7 @@ def _grow_overlay(paths: Paths, budget: Budget, out) -> None:
     print(f"RAM overlay {target} may now grow to {OVERLAY_SIZE}", file=out or sys.stdout)
 
 
-def detach(paths: Paths, budget: Budget, out=None) -> int:
+def detach(paths: Paths, deadline: Deadline, out=None) -> int:
     swapped = swapped_nbd_devices(paths)
     remembered = load_state_device(paths)
     devices = swapped + [d for d in [remembered] if d and d not in swapped]
@@ -286,8 +279,8 @@ def detach(paths: Paths, budget: Budget, out=None) -> int:
         for device in devices:
             node = device_path(paths, device)
             if device in swapped:
-                step(["swapoff", node], budget, f"swapoff {device}")
-            step(["nbd-client", "-d", node], budget, f"disconnecting {device}")
+                step(["swapoff", node], deadline, f"swapoff {device}")
+            step(["nbd-client", "-d", node], deadline, f"disconnecting {device}")
     except StepFailed as error:
         print(f"NBD swap not fully detached: {error}", file=out or sys.stdout)
         return EXIT_STEP_FAILED

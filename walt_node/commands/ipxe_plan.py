@@ -109,10 +109,11 @@ class _Unavailable(RuntimeError):
 
 
 def _server_source(timeout: float):
+    from walt_node.bounds import Deadline, DeadlineExceeded
     from walt_node.facts import FactInvalid, FactMissing, NodeFacts
     from walt_node.reboot.binding import BindingUnknown, check_binding
     from walt_node.reboot.kexec_reboot import ipxe_variables, optional
-    from walt_node.reboot.source import Deadline, DeadlineExceeded, ServerSource
+    from walt_node.reboot.source import ServerSource
 
     facts = NodeFacts()
     deadline = Deadline(timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Tuple
 
+from walt_node.bounds import Deadline
 from walt_node.paths import Paths
 from walt_node.swap import (
     DEFAULT_ATTACH_TIMEOUT,
@@ -14,7 +15,6 @@ from walt_node.swap import (
     EXIT_SERVER,
     EXPORT_CHECK_TIMEOUT,
     EXPORT_NAME,
-    Budget,
     Check,
     attach,
     check_export,
@@ -88,9 +88,9 @@ def run(args) -> int:
     paths = Paths.from_env()
     if args.action == "install-prerequisites":
         return install_prerequisites(args.dry_run)
-    budget = Budget(args.timeout)
+    deadline = Deadline(args.timeout)
     if args.action == "detach":
-        return detach(paths, budget)
+        return detach(paths, deadline)
     port = args.nbd_port or NBD_DEFAULT_PORT
     server, problem = _server(args)
     if args.action == "status":
@@ -98,7 +98,7 @@ def run(args) -> int:
     if server is None:
         print(f"NBD swap not attached: {problem}")
         return EXIT_SERVER
-    return attach(paths, server, port, budget)
+    return attach(paths, server, port, deadline)
 
 
 def status(paths: Paths, server: Optional[str], problem: str, port: int, timeout: float,

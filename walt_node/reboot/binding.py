@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from walt_node.bounds import Deadline
 from walt_node.facts import ServerAddress
-from walt_node.reboot.source import Deadline
 
 STEP_TIMEOUT = 4.0
 _TRUE = ("1", "true", "yes", "on")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO, Tuple
 
+from walt_node.bounds import Deadline, DeadlineExceeded
 from walt_node.paths import Paths
-from walt_node.reboot.source import Deadline, DeadlineExceeded
 
 if TYPE_CHECKING:
     from walt_node.reboot.kexec import StagedBoot

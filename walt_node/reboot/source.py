@@ -17,37 +17,14 @@ disk instead (``walt-node ipxe-plan --boot-dir``, tests).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from walt_node.bounds import Deadline, DeadlineExceeded
 from walt_node.facts import ServerAddress
 from walt_node.reboot.ipxe import FetchFailed, Location
 
 DEFAULT_STEP_TIMEOUT = 5.0
-
-
-class DeadlineExceeded(RuntimeError):
-    pass
-
-
-class Deadline:
-    """A point in time every network step must finish before."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self.seconds = seconds
-        self.end = clock() + seconds
-
-    def remaining(self) -> float:
-        return self.end - self.clock()
-
-    def timeout(self, step: float) -> float:
-        """Timeout for the next step: ``step`` or what is left, whichever is shorter."""
-        left = self.remaining()
-        if left <= 0.05:
-            raise DeadlineExceeded(f"the {self.seconds:g} s deadline has passed")
-        return min(step, left)
 
 
 class ServerSource:
