@@ -281,7 +281,7 @@ def test_missing_python_module_is_a_clear_error(sim_node_root: Path) -> None:
     done = subprocess.run([WALT_NODE, "journal-forward", "--source", "python", "--no-follow"],
                           capture_output=True, timeout=30)
     assert done.returncode == 1
-    assert b"pip install walt-node[systemd]" in done.stderr
+    assert b"pip install systemd-python" in done.stderr
 
 
 def test_missing_config_is_a_clear_error(node_root: Path) -> None:

@@ -1,3 +1,3 @@
 """walt-node: the node-side companion of a WalT testbed image."""
 
-__version__ = "0.1.0"
+__version__ = "1!0.2.0"

@@ -28,7 +28,8 @@ COMMANDS: Dict[str, Command] = {
     "demo": Command("demo", "run a self-contained demo against the simulator"),
     "logs-daemon": Command("logs_daemon", "forward the log FIFO to the server", ("walt-logs-daemon",)),
     "log": Command("log", "send one log line (like walt-log-echo)"),
-    "log-monitor": Command("log_monitor", "run a command, logging its output", ("walt-log-monitor",)),
+    "log-monitor": Command("log_monitor", "run a command, logging its output",
+                          ("walt-log-monitor", "walt-monitor")),  # walt-monitor: upstream's old name
     "serial-autolog": Command("serial_autolog", "log a serial sensor mote's output",
                               ("walt-serial-autolog",)),
     "journal-forward": Command("journal_forward", "forward systemd journal units to streams"),

@@ -40,7 +40,7 @@ by the unit's processes are forwarded (field _SYSTEMD_UNIT), one log line per
 line of a message.
 
 Journal reader: the 'systemd' Python module if installed
-(pip install walt-node[systemd]), otherwise 'journalctl -o json'.
+(pip install systemd-python in walt-node's venv), otherwise 'journalctl -o json'.
 Without a saved cursor it starts at --start (default: the current boot).
 
 example:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from walt_node import __version__
 from walt_node.install import InstallError
@@ -38,10 +38,17 @@ INIT_CHOICES = ("auto", "systemd", "busybox")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from walt_node.install.plan import SYSTEMD_UNIT_DIR
+
     parser.add_argument("--prefix", metavar="ROOT",
                         help="install into the image tree ROOT instead of this system (nothing is started)")
     parser.add_argument("--init", choices=INIT_CHOICES, default="auto",
                         help="init system of the image (default: detected)")
+    # upstream walt-node-setup's spelling of --init, so existing Dockerfiles keep working
+    parser.add_argument("--init-system", dest="init", type=str.lower, choices=INIT_CHOICES[1:],
+                        metavar="SYSTEMD|BUSYBOX", help="same as --init (upstream walt-node's option name)")
+    parser.add_argument("--systemd-dir", metavar="DIR",
+                        help=f"where the units go, as a path inside the image (default {SYSTEMD_UNIT_DIR})")
     parser.add_argument("--walt-node", metavar="PATH",
                         help="walt-node executable the services run, as a path inside the image "
                         "(default: the one of the Python running this command)")
@@ -108,6 +115,7 @@ def _install(args: argparse.Namespace) -> int:
     environment.check_walt_node(image, walt_node)
     _check_templates(image, args.spec_template)
     init = environment.detect_init(image) if args.init == "auto" else args.init
+    unit_dir = _unit_dir(args.systemd_dir)
     if args.install_packages:
         packages.install(image, args.prefix is not None, args.dry_run, _say)
     scripts_dir = os.path.dirname(walt_node)
@@ -116,6 +124,7 @@ def _install(args: argparse.Namespace) -> int:
         walt_node=walt_node,
         interpreter=environment.interpreter_of(image, walt_node, python.executable),
         available_commands=[c for c in COMMANDS if image.host_followed(f"{scripts_dir}/{c}").exists()],
+        unit_dir=unit_dir,
     )
     plan = build_plan(target, environment.data_dir())
     outcome = Installer(image, _say, force=args.force, dry_run=args.dry_run).install(
@@ -126,6 +135,17 @@ def _install(args: argparse.Namespace) -> int:
     if not args.dry_run and init == "systemd" and environment.systemd_running(image, args.prefix is not None):
         _systemctl_after_install(outcome.units_changed, args.no_start)
     return 0
+
+
+def _unit_dir(systemd_dir: Optional[str]) -> str:
+    from walt_node.install.plan import SYSTEMD_UNIT_DIR
+
+    if systemd_dir is None:
+        return SYSTEMD_UNIT_DIR
+    if not systemd_dir.startswith("/"):
+        raise InstallError(f"--systemd-dir {systemd_dir}: give an absolute path inside the image, "
+                           f"such as {SYSTEMD_UNIT_DIR}")
+    return os.path.normpath(systemd_dir)
 
 
 def _check_templates(image, templates: List[str]) -> None:

@@ -7,6 +7,14 @@
 - :mod:`.installer`: applying a plan (with its manifest and backups) and undoing it.
 """
 
+# How to get *this* walt-node into an image. Never pip-install it by name:
+# on PyPI that name is upstream WalT's own walt-node 10.0, a different program.
+WHEEL_HINT = ("the walt-node wheel built in its source tree with `python3 -m build` "
+              "(dist/walt_node-*.whl), copied into the image")
+INSTALL_COMMANDS = ("python3 -m venv /opt/walt-node && "
+                    "/opt/walt-node/bin/pip install /tmp/walt_node-*.whl && "
+                    "/opt/walt-node/bin/walt-node-setup")
+
 
 class InstallError(RuntimeError):
     """A problem the user can fix; the message says what and how."""

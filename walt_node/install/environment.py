@@ -9,7 +9,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from walt_node.install import InstallError
+from walt_node.install import INSTALL_COMMANDS, WHEEL_HINT, InstallError
 from walt_node.install.rootfs import ImageRoot
 from walt_node.paths import Paths
 
@@ -51,9 +51,8 @@ def check_python_env(env: PythonEnv, system: bool) -> None:
     raise InstallError(
         f"walt-node runs from {env.executable}, a Python managed by the distribution "
         "(it has an EXTERNALLY-MANAGED marker): apt may change these files under the "
-        "installed services. Install walt-node in a venv instead:\n"
-        "  python3 -m venv /opt/walt-node && /opt/walt-node/bin/pip install walt-node"
-        " && /opt/walt-node/bin/walt-node-setup\n"
+        f"installed services. Install walt-node in a venv instead, from {WHEEL_HINT}:\n"
+        f"  {INSTALL_COMMANDS}\n"
         "or install the Debian package (apt install ./walt-node_*.deb). "
         "If this Python is really where walt-node must live, rerun with --system."
     )
@@ -85,9 +84,9 @@ def check_walt_node(image: ImageRoot, walt_node: str) -> None:
     if not (host.is_file() and os.access(host, os.X_OK)):
         raise InstallError(
             f"the services would run {walt_node}, but there is no such executable inside "
-            f"{image.root}. Install walt-node inside the image first (for example "
-            "python3 -m venv /opt/walt-node; /opt/walt-node/bin/pip install walt-node) and "
-            "pass --walt-node /opt/walt-node/bin/walt-node"
+            f"{image.root}. Install walt-node inside the image first, from {WHEEL_HINT} "
+            "(python3 -m venv /opt/walt-node; /opt/walt-node/bin/pip install /tmp/walt_node-*.whl), "
+            "and pass --walt-node /opt/walt-node/bin/walt-node"
         )
 
 

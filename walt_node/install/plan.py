@@ -57,6 +57,7 @@ class Target:
     walt_node: str  # the executable, as a path inside the image
     interpreter: str  # shebang for the installed Python scripts
     available_commands: List[str]  # names of COMMANDS present next to walt_node
+    unit_dir: str = SYSTEMD_UNIT_DIR  # where the units go, inside the image (--systemd-dir)
 
 
 def build_plan(target: Target, data: Path) -> Plan:
@@ -80,11 +81,11 @@ def _add_systemd_units(plan: Plan, target: Target, units_dir: Path) -> None:
     if not templates:
         raise InstallError(f"no unit templates in {units_dir}: this walt-node package is incomplete")
     for template in templates:
-        unit_path = f"{SYSTEMD_UNIT_DIR}/{template.name}"
+        unit_path = f"{target.unit_dir}/{template.name}"
         text = _substitute(template, target.walt_node)
         plan.items.append(Item(unit_path, "file", text, 0o644, unit=template.name))
         for wanted_by in wanted_by_targets(text.decode(), template.name):
-            link = f"{SYSTEMD_UNIT_DIR}/{wanted_by}.wants/{template.name}"
+            link = f"{target.unit_dir}/{wanted_by}.wants/{template.name}"
             plan.items.append(Item(link, "symlink", target=unit_path))
 
 

@@ -7,8 +7,8 @@ own time (``__REALTIME_TIMESTAMP``).  After each delivered batch the entry's
 cursor is saved, so a restarted forwarder resumes right after it.
 
 Two journal readers, same behaviour: the ``systemd`` Python module
-(``pip install walt-node[systemd]``) when importable, else ``journalctl -o
-json`` in a child process.
+(``pip install systemd-python`` in walt-node's venv) when importable, else
+``journalctl -o json`` in a child process.
 """
 
 from __future__ import annotations
@@ -229,8 +229,8 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
         try:
             process = runner.start(argv, stdout=runner.PIPE, stderr=errors)
         except runner.CommandMissing:
-            raise JournalUnavailable("journalctl was not found on PATH (install it, or use the systemd "
-                                     "Python module: pip install walt-node[systemd])") from None
+            raise JournalUnavailable("journalctl was not found on PATH (install it, or the systemd Python "
+                                     "module: pip install systemd-python in walt-node's venv)") from None
         try:
             received = yield from _journalctl_entries(process, problems)
             status = process.wait()
@@ -305,7 +305,7 @@ def read_with_python_module(units: Sequence[str], cursor: Optional[str], start: 
         from systemd import journal
     except ImportError:
         raise JournalUnavailable("the systemd Python module is not installed "
-                                 "(pip install walt-node[systemd])") from None
+                                 "(pip install systemd-python in walt-node's venv)") from None
     reader = journal.Reader(files=[str(f) for f in files]) if files else journal.Reader()
     try:
         for unit in units:
