@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+from support.logs import fill_disk, small_disk
 
-from walt_node.logstreams.spool import Spool
+from walt_node.logstreams.spool import MAX_APPENDING, Spool
 
 
 def drain(spool: Spool, stream: str) -> bytes:
@@ -101,3 +102,57 @@ def test_lock_is_a_real_flock(tmp_path: Path) -> None:
 def test_too_small_a_limit_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--spool-size"):
         Spool(tmp_path, "daemon", max_bytes=1000)
+
+
+def test_any_stream_name_gets_a_short_directory(tmp_path: Path) -> None:
+    """A local user picks stream names: a long non-ASCII one must not make the
+    directory name too long (it once switched the whole spool off)."""
+    long_name = "\u00e9t\u00e9 " * 200
+    spool = Spool(tmp_path, "api-1").open()
+    spool.append(long_name, lines(0, 3))
+    spool.append("short", lines(3, 1))
+    assert all(len(path.name) <= 100 for path in (tmp_path / "api-1").iterdir())
+    spool.close()
+    again = Spool(tmp_path, "api-1").open()  # the name comes back after a restart
+    assert sorted(again.streams()) == sorted([long_name, "short"])
+    again.close()
+    daemon = Spool(tmp_path, "daemon").open()  # and after adoption
+    assert daemon.adopt() == 2
+    assert drain(daemon, long_name) == lines(0, 3) and drain(daemon, "short") == lines(3, 1)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_thousands_of_streams_keep_few_files_open(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "daemon").open()
+    before = open_fds()
+    for round_ in range(2):  # appending again after its file was closed continues it
+        for number in range(2000):
+            spool.append(f"s{number}", lines(round_, 1))
+        assert open_fds() - before <= MAX_APPENDING
+    assert len(list(tmp_path.rglob("*.seg"))) == 2000, "one segment per stream, not per append"
+    assert all(drain(spool, f"s{number}") == lines(0, 2) for number in range(2000))
+    spool.close()
+
+
+def test_a_full_disk_leaves_the_spool_as_it_was_and_space_coming_back_is_used(
+        tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        spool = Spool(disk / "spool", "daemon").open()
+        spool.append("s", lines(0, 100))
+        filler = fill_disk(disk, leave=0)
+        stored = 100
+        with pytest.raises(OSError, match="No space left"):
+            for start in range(100, 100_000, 500):  # until the disk is full for real
+                spool.append("s", lines(start, 500))
+                stored += 500
+        with pytest.raises(OSError, match="No space left"):
+            spool.prepend("other", lines(0, 5000))
+        filler.unlink()  # space comes back
+        spool.append("s", lines(stored, 10))
+        spool.prepend("other", lines(0, 5))
+        assert drain(spool, "s") == lines(0, stored + 10), "no duplicate, no cut line"
+        assert drain(spool, "other") == lines(0, 5)
+        spool.close()

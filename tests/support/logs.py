@@ -3,6 +3,7 @@ daemon process runner.  (Not a test module: imported by tests/test_logs_*.py.)""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Set
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -209,3 +210,29 @@ def _has_reader(fifo: Path) -> bool:
         return False
     os.close(fd)
     return True
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of ``size`` (tmpfs, e.g. "256k") mounted on ``path``
+    (needs root), to fill up for real."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "walt-test", str(path)],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill_disk(path: Path, leave: int = 0) -> Path:
+    """A file taking all the free space of ``path``'s filesystem but ``leave`` bytes."""
+    filler = path / "filler"
+    free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+    with open(filler, "wb") as file:
+        try:
+            file.write(b"\0" * max(0, free - leave))
+            file.flush()
+        except OSError:
+            pass
+    return filler

@@ -3,7 +3,8 @@
 Layout (all under the spool root, default ``/var/lib/walt/logs-spool``)::
 
     <owner>.lock                   flock held by the live process owning <owner>/
-    <owner>/<stream>/<segment>.seg protocol-form lines ``<ts> <text>\\n``
+    <owner>/s-<stream>/<segment>.seg protocol-form lines ``<ts> <text>\\n``
+    <owner>/h-<hash>/stream        a long stream name (its directory is named by a hash)
 
 Each process writing a spool (the daemon: owner ``daemon``; a script using
 the Python API: ``api-<pid>``) owns one tree and holds its lock while alive.
@@ -15,11 +16,18 @@ sorting them orders the lines of a stream, also across adopted trees.  Lines
 are stored with their original timestamps.  When the spool would grow past
 ``max_bytes`` the oldest data segment (of any stream) is dropped and replaced
 by a one-line notice, delivered in its place, saying how many lines were lost.
+
+A failed write (disk full, too many open files) leaves the spool as it was:
+what ``append`` or ``prepend`` could not store entirely is not stored at all,
+so the caller keeps it and tries again later, without duplicates or cut lines.
+At most ``MAX_APPENDING`` segment files are held open for appending, whatever
+the number of streams.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -28,19 +36,36 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
+from walt_node.files import write_atomically
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 SEGMENT_SUFFIX = ".seg"
 NOTICE_SUFFIX = ".drop.seg"
+NAME_FILE = "stream"
+MAX_PLAIN_DIRNAME = 100  # longer quoted names (NAME_MAX is 255 bytes) are hashed
+MAX_APPENDING = 32       # segment files held open for appending at once
 
 
 def stream_dirname(stream: str) -> str:
-    return "s-" + quote(stream, safe="")
+    """A short directory name for any stream name (an attacker picks the name)."""
+    plain = "s-" + quote(stream, safe="")
+    if len(plain) <= MAX_PLAIN_DIRNAME:
+        return plain
+    return "h-" + hashlib.sha256(stream.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
-def stream_from_dirname(name: str) -> Optional[str]:
-    return unquote(name[2:]) if name.startswith("s-") else None
+def stream_of_dir(directory: Path) -> Optional[str]:
+    name = directory.name
+    if name.startswith("s-"):
+        return unquote(name[2:])
+    if name.startswith("h-"):
+        try:
+            return (directory / NAME_FILE).read_bytes().decode("utf-8", "surrogateescape")
+        except OSError:
+            return None  # cut short before its name was written: nothing in it was spooled
+    return None
 
 
 @dataclass
@@ -84,7 +109,9 @@ class Spool:
         self.dir = self.root / owner
         self.total = 0
         self.dropped_lines = 0
+        self.drops = 0
         self._streams: Dict[str, _StreamSpool] = {}
+        self._appending: Dict[str, _StreamSpool] = {}  # least recently used first
         self._counter = 0
         self._lock_fd: Optional[int] = None
 
@@ -109,7 +136,7 @@ class Spool:
 
     def close(self, remove_if_empty: bool = False) -> None:
         """Release the tree; a short-lived owner (a script) removes it when empty."""
-        for spool in self._streams.values():
+        for spool in list(self._appending.values()):
             self._stop_appending(spool)
         if self._lock_fd is None:
             return
@@ -149,10 +176,11 @@ class Spool:
         try:
             tree = self.root / owner
             for stream_dir in sorted(tree.iterdir()):
-                stream = stream_from_dirname(stream_dir.name)
+                stream = stream_of_dir(stream_dir)
                 for seg in sorted(stream_dir.glob("*" + SEGMENT_SUFFIX)):
                     if stream is not None:
                         moved += self._adopt_segment(stream, seg)
+                _unlink_quietly(stream_dir / NAME_FILE)
                 _remove_quietly(stream_dir)
             _remove_quietly(tree)
             lock_path.unlink()
@@ -176,8 +204,8 @@ class Spool:
 
     def _index_tree(self, tree: Path) -> None:
         for stream_dir in sorted(tree.iterdir()):
-            stream = stream_from_dirname(stream_dir.name)
-            if stream is None or not stream_dir.is_dir():
+            stream = stream_of_dir(stream_dir) if stream_dir.is_dir() else None
+            if stream is None:
                 continue
             spool = self._stream(stream)
             for seg in sorted(stream_dir.glob("*" + SEGMENT_SUFFIX)):
@@ -203,18 +231,62 @@ class Spool:
 
     # ----------------------------------------------------------------- writing
     def append(self, stream: str, data: bytes) -> None:
-        """Add complete lines after everything spooled for ``stream``."""
-        for piece in self._pieces(data):
-            self._enforce_limit(len(piece))
-            spool = self._stream(stream)
-            if spool.append_fd is None or spool.segments[-1].size >= self.segment_bytes:
+        """Add complete lines after everything spooled for ``stream``: all of them,
+        or (``OSError``) none."""
+        undo: List[Tuple[_StreamSpool, Segment, int]] = []  # (spool, segment, its old size)
+        try:
+            for piece in self._pieces(data):
+                self._enforce_limit(len(piece))
+                spool = self._stream(stream)
+                seg = self._appendable(spool)
+                undo.append((spool, seg, seg.size))
+                self._write(spool.append_fd, piece, seg.path)
+                seg.size += len(piece)
+                self.total += len(piece)
+        except OSError:
+            for spool, seg, size in reversed(undo):
+                self._undo_append(spool, seg, size)
+            raise
+
+    def _appendable(self, spool: _StreamSpool) -> Segment:
+        """The segment to append to, open in ``spool.append_fd``."""
+        last = spool.segments[-1] if spool.segments else None
+        if spool.append_fd is not None and last is not None and last.size < self.segment_bytes:
+            self._appending[spool.directory.name] = self._appending.pop(spool.directory.name)
+            return last
+        self._stop_appending(spool)
+        while len(self._appending) >= MAX_APPENDING:
+            self._stop_appending(next(iter(self._appending.values())))
+        if (last is not None and not last.notice and last.read_pos == 0
+                and last.size < self.segment_bytes):
+            fd = self._open_for_append(last.path)  # closed earlier to bound open files
+            seg = last
+        else:
+            seg = Segment(spool.directory / (self._new_stem(self.clock_ns()) + SEGMENT_SUFFIX), 0)
+            fd = self._create(seg.path)
+            spool.segments.append(seg)
+        spool.append_fd = fd
+        self._appending[spool.directory.name] = spool
+        return seg
+
+    def _undo_append(self, spool: _StreamSpool, seg: Segment, size: int) -> None:
+        if not any(kept is seg for kept in spool.segments):
+            return  # dropped meanwhile to make room
+        self.total -= seg.size - size
+        seg.size = size
+        if size == 0:
+            if seg is spool.segments[-1]:
                 self._stop_appending(spool)
-                path = spool.directory / (self._new_stem(self.clock_ns()) + SEGMENT_SUFFIX)
-                spool.append_fd = self._create(path)
-                spool.segments.append(Segment(path, 0))
-            self._write(spool.append_fd, piece, spool.segments[-1].path)
-            spool.segments[-1].size += len(piece)
-            self.total += len(piece)
+            spool.segments.remove(seg)
+            _unlink_quietly(seg.path)
+        elif spool.append_fd is not None:
+            try:
+                os.ftruncate(spool.append_fd, size)
+            except OSError:
+                self._stop_appending(spool)
+                _truncate_quietly(seg.path, size)
+        else:
+            _truncate_quietly(seg.path, size)
 
     def prepend(self, stream: str, data: bytes) -> None:
         """Add complete lines before everything spooled for ``stream`` (a resend)."""
@@ -224,17 +296,22 @@ class Spool:
         spool = self._stream(stream)
         first = spool.segments[0].path.name if spool.segments else None
         base = (int(first.split("-", 1)[0]) if first else self.clock_ns()) - len(pieces) - 1
-        new_segments = []
-        for number, piece in enumerate(pieces):
-            path = spool.directory / (self._new_stem(base + number) + SEGMENT_SUFFIX)
-            fd = self._create(path)
-            try:
-                self._write(fd, piece, path)
-            finally:
-                os.close(fd)
-            new_segments.append(Segment(path, len(piece)))
-            self.total += len(piece)
+        new_segments: List[Segment] = []
+        try:
+            for number, piece in enumerate(pieces):
+                path = spool.directory / (self._new_stem(base + number) + SEGMENT_SUFFIX)
+                fd = self._create(path)
+                new_segments.append(Segment(path, len(piece)))
+                try:
+                    self._write(fd, piece, path)
+                finally:
+                    os.close(fd)
+        except OSError:
+            for seg in new_segments:
+                _unlink_quietly(seg.path)
+            raise
         spool.segments[:0] = new_segments
+        self.total += sum(seg.size for seg in new_segments)
         self._enforce_limit(0)
 
     def _pieces(self, data: bytes) -> List[bytes]:
@@ -324,15 +401,24 @@ class Spool:
         _unlink_quietly(seg.path)
         self.total -= seg.remaining
         self.dropped_lines += lines
-        fd = self._create(notice_path)
+        if not self.drops:
+            log.warning("log spool full (%d bytes): dropping the oldest lines, each time with a "
+                        "notice in their place (first: %d lines of stream %s; further drops "
+                        "are counted)", self.max_bytes, lines, stream)
+        self.drops += 1
         try:
-            self._write(fd, notice, notice_path)
-        finally:
-            os.close(fd)
+            fd = self._create(notice_path)
+            try:
+                self._write(fd, notice, notice_path)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            _unlink_quietly(notice_path)
+            del spool.segments[index]
+            log.error("%s: the notice for %d dropped lines of stream %s is lost", error, lines, stream)
+            return
         spool.segments[index] = Segment(notice_path, len(notice), notice=True)
         self.total += len(notice)
-        log.warning("log spool full (%d bytes): dropped %d old lines of stream %s",
-                    self.max_bytes, lines, stream)
 
     # ----------------------------------------------------------------- helpers
     def _stream(self, stream: str) -> _StreamSpool:
@@ -340,6 +426,9 @@ class Spool:
         if spool is None:
             directory = self.dir / stream_dirname(stream)
             directory.mkdir(parents=True, exist_ok=True)
+            if directory.name.startswith("h-") and not (directory / NAME_FILE).exists():
+                write_atomically(directory / NAME_FILE,
+                                 stream.encode("utf-8", "surrogateescape"), mode=0o600)
             spool = self._streams[stream] = _StreamSpool(directory)
         return spool
 
@@ -347,14 +436,18 @@ class Spool:
         if spool.append_fd is not None:
             os.close(spool.append_fd)
             spool.append_fd = None
+            self._appending.pop(spool.directory.name, None)
 
     def _new_stem(self, ns: int) -> str:
         self._counter += 1
         return f"{ns:020d}-{os.getpid():07d}-{self._counter:08d}"
 
     def _create(self, path: Path) -> int:
+        return self._open_for_append(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
+
+    def _open_for_append(self, path: Path, flags: int = os.O_NOFOLLOW) -> int:
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o600)
         except OSError as error:
             raise SpoolError(error.errno, f"cannot write the log spool file {path}: "
                                           f"{error.strerror}") from None
@@ -373,6 +466,13 @@ class Spool:
 def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink()
+    except OSError:
+        pass
+
+
+def _truncate_quietly(path: Path, size: int) -> None:
+    try:
+        os.truncate(path, size)
     except OSError:
         pass
 
