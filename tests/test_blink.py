@@ -6,14 +6,15 @@ kernel's part (:func:`kernel_accepts`): the trigger written becomes the
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from support.wait import wait_until
 from test_kexec_lib import Recorder
 
 from walt_node.blink import pick
@@ -126,23 +127,23 @@ def test_modprobe_then_toggling_when_no_blink_trigger_exists(root, tmp_path) -> 
     assert done.returncode == 0, done.stderr
     assert "brightness toggled in the background" in done.stdout
     assert recorder.argvs() == [["modprobe", "ledtrig-heartbeat"], ["modprobe", "ledtrig-timer"]]
+    toggler = json.loads((root / "run/walt-node/blink.json").read_text())["toggler_pid"]
     try:
         seen = set()
-        deadline = time.monotonic() + 5
-        while len(seen) < 2 and time.monotonic() < deadline:
+
+        def both_values_seen() -> bool:
             value = (led / "brightness").read_text().strip()
             if value:  # empty: read between the toggler's truncate and write
                 seen.add(value)
-            time.sleep(0.1)
-        assert seen == {"0", "255"}  # it really toggles
+            return seen == {"0", "255"}
+
+        assert wait_until(both_values_seen, 10, step=0.1), seen  # it really toggles
     finally:
         done = blink(root, "0", env=env)
     assert done.returncode == 0
     assert kernel_accepts(led, offered) == "mmc0"
-    time.sleep(0.7)  # one toggling period: the process is gone, the value stays
-    value = (led / "brightness").read_text()
-    time.sleep(0.7)
-    assert (led / "brightness").read_text() == value
+    # nothing writes the LED any more: its toggler is gone (not merely asleep)
+    assert wait_until(lambda: not _alive(toggler), 10), f"toggler {toggler} still runs"
 
 
 def test_usage_errors(root) -> None:
@@ -171,3 +172,11 @@ def test_walt_node_blink_is_the_same_command(root) -> None:
                               text=True, capture_output=True, timeout=20)
         assert done.returncode == 0, done.stderr
         assert kernel_accepts(led) == trigger
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] != "Z"  # a zombie has stopped writing
+    except FileNotFoundError:
+        return False

@@ -152,3 +152,59 @@ def test_each_check_catches_its_crossing(check) -> None:
     """The checks can fail: each finds its crossing in a module that has all four."""
     found = list(check(PACKAGE / "blink.py", ast.parse(SAMPLE)))
     assert found, check.__name__
+
+
+# ------------------------------------------------------------------ who may import whom
+
+CORE = {"paths", "facts", "protocols", "runner", "files", "errors", "service", "log"}
+# the library: one unit per feature, each built on the core only
+FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim"}
+# the layers above, which may import anything: the command modules and the CLI
+TOP = {"commands", "cli", "__main__"}
+
+
+def unit_of(module: str) -> str:
+    return module.split(".")[1] if module.count(".") >= 1 else module
+
+
+def imported_units(tree: ast.AST) -> Iterator[tuple]:
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] if node.module != "walt_node" else \
+                [f"walt_node.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.startswith("walt_node."):
+                yield node.lineno, name
+
+
+def layer_crossings(path: Path, tree: ast.AST) -> Iterator[tuple]:
+    unit = name_of(path).split("/")[0].removesuffix(".py")
+    if unit in TOP:
+        return
+    for line, name in imported_units(tree):
+        target = unit_of(name)
+        if target == unit or target in CORE or target == "__init__":
+            continue
+        if name == "walt_node.commands":  # the registry (data), not the command modules
+            continue
+        if unit == "log" and target == "logstreams":  # the public API is built on the daemon's package
+            continue
+        if unit in CORE and target in FEATURES:
+            yield line, f"core module imports feature {name}"
+        elif target in TOP:
+            yield line, f"library imports the command layer ({name})"
+        elif target in FEATURES:
+            yield line, f"feature {unit} imports another feature's internals ({name})"
+
+
+def test_library_modules_import_only_the_core_and_their_own_feature() -> None:
+    assert crossings(layer_crossings) == []
+
+
+def test_the_layer_check_can_fail() -> None:
+    sample = ast.parse("from walt_node.logstreams.serial import x\nfrom walt_node.commands.log import run\n")
+    found = [what for _, what in layer_crossings(PACKAGE / "swap.py", sample)]
+    assert len(found) == 2, found

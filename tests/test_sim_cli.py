@@ -132,7 +132,11 @@ def test_show_follow_prints_new_lines(sim_process: Dict) -> None:
          str(sim_process["records"]), "--follow"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        # a first line shown proves the follower reached the end of the file...
+        with LogStream(HOST, state["logs_port"], "live", timestamps=False) as stream:
+            stream.send([(0, "already there")])
+        assert REALTIME.match(_readline_with_timeout(follower, 10)).groups()[3] == "already there"
+        # ...so this one can only be shown by following
         with LogStream(HOST, state["logs_port"], "live", timestamps=False) as stream:
             stream.send([(0, "arrives later")])
         line = _readline_with_timeout(follower, 10)

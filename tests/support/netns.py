@@ -18,11 +18,12 @@ import itertools
 import os
 import shutil
 import subprocess
-import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pytest
+
+from support.wait import wait_until  # noqa: F401 (tests import it from here too)
 
 _counter = itertools.count()
 COMMAND_TIMEOUT = 10.0
@@ -119,13 +120,3 @@ def veth_link(addresses: Tuple[Optional[str], Optional[str]] = (None, None),
                 _ip("-n", ns.name, "addr", "add", address, "dev", ifname)
             _ip("-n", ns.name, "link", "set", ifname, "up")
         yield left, right, names[0], names[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
