@@ -89,10 +89,12 @@ def test_malformed_input_is_counted_and_valid_lines_go_through(
     daemon.stop()
     log = daemon.log()
     for kind in ("empty line", "unknown request verb", "bad timestamp", "missing or invalid stream",
-                 "MONITOR request refused", "invalid UTF-8", "NUL bytes", "overlong line"):
+                 "invalid UTF-8", "NUL bytes", "overlong line"):
         assert log.count(f"malformed FIFO input: {kind}") == 1, kind
     # a bare newline is a separator (walt-node writers start their writes with one): not counted
     assert "empty line: 1" in log and "bad timestamp in TSLOG: 2" in log
+    # the MONITOR request was checked (no FIFO of pid 1 in this root) and refused, nothing ran
+    assert "MONITOR request without its FIFO: pid 1" in log
 
 
 def test_partial_writes_are_joined(daemon: DaemonProcess, server: LogServer) -> None:

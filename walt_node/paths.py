@@ -113,6 +113,16 @@ class Paths:
     def tmp(self) -> Path:
         return self.under("/tmp")
 
+    def monitor_fifo(self, pid: int, direction: str) -> Path:
+        """The FIFO WalT's own walt-log-monitor script makes for its request (docs/protocols.md §3);
+        ``direction`` is ``stdin`` or ``stdout``."""
+        return self.tmp / f"walt-monitor-{direction}-{pid}.fifo"
+
+    def autolog_copies(self, device: str) -> Path:
+        """Where serial autolog keeps copies of what it read and sent, named after the device as
+        WalT's own walt-serial-autolog names it (``/var/log/walt/autolog/dev/ttyUSB0``)."""
+        return self.under("/var/log/walt/autolog" + os.path.abspath(device))
+
     # --- devices and kernel ---
     @property
     def leds(self) -> Path:
@@ -242,3 +252,8 @@ class Paths:
     def var_lib_walt_node(self) -> Path:
         """walt-node's own persistent state (install manifest, backups)."""
         return self.under("/var/lib/walt-node")
+
+
+def proc_status(pid: int) -> Path:
+    """``/proc/<pid>/status`` of the running kernel (never below a root: a live interface)."""
+    return Path(f"/proc/{int(pid)}/status")

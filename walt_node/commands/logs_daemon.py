@@ -24,7 +24,8 @@ Each stream goes over its own connection to the server's logs port, with
 the lines' timestamps inside.  Lines the server cannot take are kept in a
 bounded spool on disk and delivered, in order and with their original
 timestamps, when it is back (also after a restart of the daemon).
-MONITOR requests are refused: use walt-node's walt-log-monitor.
+MONITOR requests (of WalT's own walt-log-monitor script) run nothing: the
+requester is told, in its own FIFO, to use walt-node's walt-log-monitor.
 
 It tells systemd when it is ready and feeds its watchdog (Type=notify).
 

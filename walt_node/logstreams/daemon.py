@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from walt_node.logstreams.forwarder import Forwarder
+from walt_node.logstreams.monitor_request import MonitorRequests
 from walt_node.logstreams.parse import DEFAULT_MAX_LINE, FifoParser
 from walt_node.logstreams.spool import DEFAULT_MAX_BYTES, Spool, SpoolBusy, SpoolError
+from walt_node.paths import Paths
 from walt_node.service import on_stop_signals
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,9 @@ class LogsDaemon:
         self.spool = Spool(config.spool_dir, "daemon", config.spool_size)
         self.forwarder = Forwarder(address, self.spool, idle_close=config.idle_close,
                                    resend_window=config.resend_window, retry_max=config.retry_max)
-        self.parser = FifoParser(config.max_line, report=self._report_malformed)
+        self.monitor = MonitorRequests(Paths.from_env())
+        self.parser = FifoParser(config.max_line, report=self._report_malformed,
+                                 on_monitor=self.monitor.handle)
         self._names: Dict[bytes, str] = {}
         self._stop = False
         self._reader = -1
@@ -261,6 +265,7 @@ class LogsDaemon:
         self._dispatch(self.parser.finish())
         self.forwarder.shutdown(self.config.stop_timeout)
         self._summarize()
+        self.monitor.problems.summary()
         if self.spool.total:
             log.info("%d bytes of log lines left in the spool %s, delivered at next start",
                      self.spool.total, self.spool.dir)

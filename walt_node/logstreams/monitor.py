@@ -8,7 +8,8 @@ line is also logged to the stream ``<command basename>.<pid>.monitor``
 Why not the FIFO ``MONITOR`` request of docs/protocols.md §3: that request
 carries a uid/gid that anybody able to write the FIFO can forge, so a daemon
 obeying it would run commands with another user's privileges.  walt-node's
-daemon refuses it and this command never sends it.
+daemon runs nothing for it (:mod:`walt_node.logstreams.monitor_request` tells
+the requester to use this command) and this command never sends it.
 """
 
 from __future__ import annotations

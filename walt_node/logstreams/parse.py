@@ -53,13 +53,15 @@ class FifoParser:
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE,
                  clock: Callable[[], float] = time.time,
-                 report: Reporter = _ignore):
+                 report: Reporter = _ignore,
+                 on_monitor: Optional[Callable[[bytes], None]] = None):
         if max_line < 64:
             raise ValueError(f"maximum line length {max_line} is too small: give --max-line "
                              "at least 64 (bytes)")
         self.max_line = max_line
         self.clock = clock
         self.report = report
+        self.on_monitor = on_monitor  # MONITOR requests go there (else: counted as malformed)
         self.counts: Dict[str, int] = {}
         self.valid_lines = 0
         self._partial = b""
@@ -246,7 +248,10 @@ class FifoParser:
         if not line.strip():
             self._malformed(EMPTY, line)
         elif line.startswith(b"MONITOR ") or line == b"MONITOR":
-            self._malformed(MONITOR, line)
+            if self.on_monitor is not None:
+                self.on_monitor(line)
+            else:
+                self._malformed(MONITOR, line)
         else:
             self._malformed(UNKNOWN, line)
 
