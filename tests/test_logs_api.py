@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import List
 
+import pytest
 from support.logs import DaemonProcess, LogServer, walt_env
 
 
@@ -200,10 +201,11 @@ def test_bad_stream_names_are_refused_clearly(tmp_path: Path) -> None:
     assert "bad ts:" in done.stdout
 
 
-def test_log_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--ts", "--timestamp"])  # --timestamp: walt-log-echo's spelling
+def test_log_command(tmp_path: Path, option: str) -> None:
     server = LogServer().start()
     try:
-        done = subprocess.run([sys.executable, "-m", "walt_node", "log", "--ts", "1700000000.5",
+        done = subprocess.run([sys.executable, "-m", "walt_node", "log", option, "1700000000.5",
                                "cmd", "hello", "world"], env=walt_env(tmp_path, server.port),
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr

@@ -16,14 +16,16 @@ when it runs, otherwise straight to the server, otherwise into the spool
 example:
   walt-node log experiment "phase 1 done"
   walt-node log --ts 1700000000.5 experiment "a line with its own timestamp"
+  walt-node log --timestamp 1700000000.5 experiment "the same, as walt-log-echo spells it"
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stream", help="the log stream (no spaces)")
     parser.add_argument("line", nargs="+", help="the text of the line")
-    parser.add_argument("--ts", type=float, default=None,
-                        help="timestamp (seconds since the epoch; default: now)")
+    parser.add_argument("--ts", "--timestamp", dest="ts", type=float, default=None, metavar="TS",
+                        help="timestamp (seconds since the epoch; default: now); --timestamp is "
+                             "walt-log-echo's spelling")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for delivery (default: %(default)s)")
 
