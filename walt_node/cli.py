@@ -18,13 +18,23 @@ from typing import List, Optional
 from walt_node import __version__
 from walt_node.commands import COMMANDS, legacy_names
 from walt_node.errors import WaltNodeError
+from walt_node.text import printable
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log messages carry text of other parties (a mote's lines, a peer's names): what a
+    terminal would act on is shown escaped, so it can neither drive the terminal nor fake
+    a log line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def _top_parser() -> argparse.ArgumentParser:
