@@ -192,7 +192,7 @@ class Demo:
         tty.setraw(node_side, termios.TCSANOW)
         autolog = self.start("serial-autolog", os.ttyname(node_side))
         time.sleep(0.3)
-        for line in ("booting mote", "LOGSTART", "LOGDEF demo.temp T: ; {0} C in {room}",
+        for line in ("booting mote", "LOGSTART", "LOGDEF demo.temp T : {0} C in {room}",
                      "LOGVAR room lab-2", "T:21.5", "T:21.7", "noise that is not data"):
             os.write(mote, (line + "\r\n").encode())
         self.expect("demo.temp", 2)
