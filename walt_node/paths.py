@@ -253,7 +253,3 @@ class Paths:
         """walt-node's own persistent state (install manifest, backups)."""
         return self.under("/var/lib/walt-node")
 
-
-def proc_status(pid: int) -> Path:
-    """``/proc/<pid>/status`` of the running kernel (never below a root: a live interface)."""
-    return Path(f"/proc/{int(pid)}/status")

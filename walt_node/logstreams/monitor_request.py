@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Dict, NamedTuple, Optional
 
-from walt_node.paths import Paths, proc_status
+from walt_node.paths import Paths, live_process_file
 from walt_node.service import ProblemCounter
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def parse_request(line: bytes) -> Request:
 def real_uid(pid: int) -> Optional[int]:
     """The real uid of process ``pid`` (None if there is no such process)."""
     try:
-        with open(proc_status(pid), "rb") as status:
+        with open(live_process_file(pid, "status"), "rb") as status:
             for line in status:
                 if line.startswith(b"Uid:"):
                     return int(line.split()[1])

@@ -39,8 +39,9 @@ import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+from walt_node.files import open_for_append
 from walt_node.service import ProblemCounter
 
 log = logging.getLogger(__name__)
@@ -197,38 +198,43 @@ COPIES_MAX = 16 * 1024 * 1024
 
 class CopyFile:
     """An append-only text file bounded to ``max_bytes``: when full it becomes ``<name>.1``
-    (replacing the previous one) and a new file starts.  Opened without following links."""
+    (replacing the previous one) and a new file starts.  Never written through a link."""
 
     def __init__(self, path: Path, max_bytes: int, problems: ProblemCounter):
         self.path = path
         self.max_bytes = max_bytes
         self.problems = problems
-        self.fd = -1
+        self.file: Optional[IO[str]] = None
         self.size = 0
         self._open()
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-                          | os.O_CLOEXEC, 0o644)
-        self.size = os.fstat(self.fd).st_size
+        self.file = open_for_append(self.path)
+        self.size = os.fstat(self.file.fileno()).st_size
 
     def write(self, text: str) -> None:
-        data = text.encode("utf-8", errors="replace")
+        size = len(text.encode("utf-8", errors="replace"))
         try:
-            if self.size + len(data) > self.max_bytes and self.size:
-                os.close(self.fd)
-                self.fd = -1
+            if self.file is None:
+                self._open()
+            elif self.size + size > self.max_bytes and self.size:
+                self.close()
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
                 self._open()
-            os.write(self.fd, data)
-            self.size += len(data)
-        except OSError as error:  # a full disk: the copies are for debugging, the logs go on
-            self.problems.report("copy not written", f"{self.path}: {error.strerror or error}")
+            assert self.file is not None
+            self.file.write(text)
+            self.file.flush()
+            self.size += size
+        except (OSError, ValueError) as error:  # a full disk: the copies are for debugging only
+            self.problems.report("copy not written", f"{self.path}: {error}")
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
 
 
 class Copies:
