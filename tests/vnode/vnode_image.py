@@ -30,6 +30,8 @@ from typing import Dict, List, Sequence
 
 from guest_files import write_guest_files
 
+from walt_node.imagecheck.binaries import is_static_elf
+
 LOG = logging.getLogger("vnode.image")
 
 HERE = Path(__file__).resolve().parent
@@ -37,11 +39,12 @@ REPO = HERE.parents[1]
 CACHE = HERE / "cache"
 
 SUITE = "bookworm"
-# Packages a WalT image maintainer would install, plus what the harness needs
-# to talk to the guest (bash for the command shell) and to reach the network.
+# Packages a WalT image maintainer would install (the page's mandatory ssh
+# server, lldpd for walt-node's LLDP report), plus what the harness needs to
+# talk to the guest (bash for the command shell) and to reach the network.
 PACKAGES: Sequence[str] = (
     "systemd", "systemd-sysv", "udev", "dbus", "kmod", "iproute2", "procps",
-    "python3", "python3-venv", "kexec-tools", "nbd-client", "busybox",
+    "python3", "python3-venv", "kexec-tools", "nbd-client", "busybox", "openssh-server", "lldpd",
 )
 # walt-node's runtime dependencies (setup.py install_requires), taken from PyPI.
 PYPI_DEPENDENCIES: Sequence[str] = ("requests>=2.25", "pyroute2>=0.5.14", "zeroconf>=0.38")
@@ -112,7 +115,7 @@ def ensure_small_initrd(kernel: KernelFiles) -> Path:
     (tree / "bin").mkdir(parents=True)
     (tree / "modules").mkdir()
     busybox = Path(shutil.which("busybox") or "/bin/busybox")
-    if not busybox.exists() or not _is_static_elf(busybox):
+    if not busybox.exists() or not is_static_elf(busybox.read_bytes()):
         raise ImageBuildError(f"{busybox} is missing or not statically linked: the initrd needs "
                               "busybox-static (apt-get install busybox-static)")
     shutil.copy2(busybox, tree / "bin/busybox")
@@ -133,19 +136,6 @@ def ensure_small_initrd(kernel: KernelFiles) -> Path:
     partial.rename(out)
     shutil.rmtree(tree)
     return out
-
-
-def _is_static_elf(path: Path) -> bool:
-    """True for a 64-bit ELF executable without a PT_INTERP header (no dynamic loader)."""
-    data = path.read_bytes()
-    if data[:5] != b"\x7fELF\x02":
-        return False
-    phoff = int.from_bytes(data[32:40], "little")
-    entry_size = int.from_bytes(data[54:56], "little")
-    count = int.from_bytes(data[56:58], "little")
-    pt_interp = 3
-    return all(int.from_bytes(data[phoff + i * entry_size:phoff + i * entry_size + 4], "little")
-               != pt_interp for i in range(count))
 
 
 def debian_mirror() -> str:
