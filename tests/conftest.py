@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support.kexec import Recorder, fixture_simulator, prepare_node_root
 
 from walt_node.sim import Simulator
 from walt_node.sim.sample import make_node_root, sample_config
@@ -97,3 +98,22 @@ def users_directory() -> Iterator[Path]:
         pytest.skip("acting as a second local user needs root")
     with make_users_directory() as path:
         yield path
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Recorder:
+    """Recorder programs (kexec, reboot, systemctl, modprobe...) first on PATH: what would have run."""
+    return Recorder(tmp_path)
+
+
+@pytest.fixture
+def boot_sim() -> Iterator[Simulator]:
+    """A simulator serving the fixture images' boot files (tests/data/ipxe)."""
+    with fixture_simulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def boot_root(tmp_path: Path, boot_sim: Simulator) -> Path:
+    """A node root for ``boot_sim``'s node (kexec support, walt-env, cmdline)."""
+    return prepare_node_root(tmp_path / "root", boot_sim)

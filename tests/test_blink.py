@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from support.kexec import Recorder
 from support.wait import wait_until
-from test_kexec_lib import Recorder
 
 from walt_node.blink import pick
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-from test_kexec_lib import (
+from support.kexec import (
     MAC,
     QEMU_PRODUCT,
     SIM_GATEWAY,

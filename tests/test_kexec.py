@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 import pytest
-from test_kexec_lib import (
+from support.kexec import (
     DEFAULT_IMAGE,
     MAC,
     OTHER_ID,
@@ -38,22 +38,6 @@ from walt_node.sim import SimImage, Simulator
 KEXEC = ["ipxe-kexec-reboot", "--grace", "0.3"]
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(fixture_config(), host="127.0.0.1") as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def recorder(tmp_path: Path) -> Recorder:
-    return Recorder(tmp_path)
-
-
-@pytest.fixture
-def root(tmp_path: Path, sim: Simulator) -> Path:
-    return prepare_node_root(tmp_path / "root", sim)
-
-
 def kexec_load(recorder: Recorder) -> dict:
     loads = [call for call in recorder.calls() if call["prog"] == "kexec" and call["args"][:1] == ["-l"]]
     assert len(loads) == 1, recorder.argvs()
@@ -75,34 +59,34 @@ def assert_no_kexec_then_reboot(recorder: Recorder, done) -> None:
     assert done.returncode == -9  # the recorder 'reboot' stopped it, as a real reboot would
 
 
-def stream_lines(sim: Simulator) -> str:
-    return "\n".join(record.line for record in sim.log_records() if record.stream == "walt-reboot")
+def stream_lines(boot_sim: Simulator) -> str:
+    return "\n".join(record.line for record in boot_sim.log_records() if record.stream == "walt-reboot")
 
 
 # ------------------------------------------------------------ the safe cases: kexec
 
-def test_unchanged_binding_kexecs_the_same_image(sim, root, recorder) -> None:
-    done = run_walt_node(KEXEC, root, recorder)
+def test_unchanged_binding_kexecs_the_same_image(boot_sim, boot_root, recorder) -> None:
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert done.returncode == -9, done.stdout  # stopped by 'kexec -e', never returned
     assert_loaded(recorder, "default", expected_cmdline())
     assert recorder.argvs()[-1] == ["kexec", "-e"]
     assert "the reboot keeps the image " + DEFAULT_IMAGE in done.stdout
-    assert "keeps the image" in stream_lines(sim)
+    assert "keeps the image" in stream_lines(boot_sim)
 
 
-def test_changed_binding_kexecs_the_newly_bound_image_and_says_so(sim, root, recorder) -> None:
-    sim.bind(MAC, OTHER_IMAGE)
-    done = run_walt_node(KEXEC, root, recorder)
+def test_changed_binding_kexecs_the_newly_bound_image_and_says_so(boot_sim, boot_root, recorder) -> None:
+    boot_sim.bind(MAC, OTHER_IMAGE)
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert done.returncode == -9, done.stdout
     assert_loaded(recorder, "other", expected_cmdline("other"))
     assert "CHANGES the image: booted a1b2c3d4e5f6" in done.stdout
     assert OTHER_ID[:12] in done.stdout
-    sim.wait_for_logs(lambda records: "CHANGES the image" in stream_lines(sim), timeout=5)
+    boot_sim.wait_for_logs(lambda records: "CHANGES the image" in stream_lines(boot_sim), timeout=5)
 
 
-def test_web_api_down_uses_the_api_session_and_tftp(sim, tmp_path, recorder) -> None:
-    root = prepare_node_root(tmp_path / "root", sim, http_port=dead_port())
-    done = run_walt_node(KEXEC, root, recorder)
+def test_web_api_down_uses_the_api_session_and_tftp(boot_sim, tmp_path, recorder) -> None:
+    boot_root = prepare_node_root(tmp_path / "boot_root", boot_sim, http_port=dead_port())
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert done.returncode == -9, done.stdout
     # the binding and network settings came from VSAPI; files over fake TFTP (the || fallbacks)
     assert "VSAPI get_device_info" in done.stdout
@@ -111,19 +95,19 @@ def test_web_api_down_uses_the_api_session_and_tftp(sim, tmp_path, recorder) -> 
     assert "kernel:  /vmlinuz" in done.stdout
 
 
-def test_hybrid_mode_asks_systemd_for_a_clean_kexec(sim, tmp_path, recorder) -> None:
-    root = prepare_node_root(tmp_path / "root", sim, boot_mode="hybrid-persistent")
-    done = run_walt_node(KEXEC, root, recorder)
+def test_hybrid_mode_asks_systemd_for_a_clean_kexec(boot_sim, tmp_path, recorder) -> None:
+    boot_root = prepare_node_root(tmp_path / "boot_root", boot_sim, boot_mode="hybrid-persistent")
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert done.returncode == -9, done.stdout
     assert_loaded(recorder, "default", expected_cmdline())
     assert recorder.argvs()[-1] == ["systemctl", "kexec"]
     assert ["kexec", "-e"] not in recorder.argvs()
 
 
-def test_systemctl_kexec_returning_means_wait_then_fail(sim, tmp_path, recorder) -> None:
-    root = prepare_node_root(tmp_path / "root", sim, boot_mode="hybrid-volatile")
+def test_systemctl_kexec_returning_means_wait_then_fail(boot_sim, tmp_path, recorder) -> None:
+    boot_root = prepare_node_root(tmp_path / "boot_root", boot_sim, boot_mode="hybrid-volatile")
     started = time.monotonic()
-    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STOPS_CALLER": ""})
+    done = run_walt_node(KEXEC, boot_root, recorder, {"WALT_TEST_STOPS_CALLER": ""})
     assert done.returncode == 1
     assert time.monotonic() - started >= 0.3  # it waited --grace for the shutdown
     assert "still running after 0.3 s" in done.stdout
@@ -131,51 +115,51 @@ def test_systemctl_kexec_returning_means_wait_then_fail(sim, tmp_path, recorder)
 
 # ------------------------------------------------------------ the unsafe cases: no jump
 
-def test_node_unknown(sim, tmp_path, recorder) -> None:
-    root = prepare_node_root(tmp_path / "root", sim, mac="52:54:00:00:00:99")
-    done = run_walt_node(KEXEC, root, recorder)
+def test_node_unknown(boot_sim, tmp_path, recorder) -> None:
+    boot_root = prepare_node_root(tmp_path / "boot_root", boot_sim, mac="52:54:00:00:00:99")
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "does not know a node with MAC 52:54:00:00:00:99" in done.stdout
 
 
-def test_server_down(sim, root, recorder) -> None:
-    sim.stop()
+def test_server_down(boot_sim, boot_root, recorder) -> None:
+    boot_sim.stop()
     started = time.monotonic()
-    done = run_walt_node(KEXEC, root, recorder)
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "the server cannot be asked" in done.stdout
     assert time.monotonic() - started < 15  # bounded steps, far below the server's 60 s
 
 
-def test_server_down_with_on_failure_exit(sim, root, recorder) -> None:
-    sim.stop()
-    done = run_walt_node([*KEXEC, "--on-failure", "exit"], root, recorder)
+def test_server_down_with_on_failure_exit(boot_sim, boot_root, recorder) -> None:
+    boot_sim.stop()
+    done = run_walt_node([*KEXEC, "--on-failure", "exit"], boot_root, recorder)
     assert done.returncode == 2
     assert recorder.argvs() == []
     assert "exiting (status 2)" in done.stdout
 
 
 @pytest.mark.parametrize("value", [False, "false", "maybe"])
-def test_kexec_not_allowed(sim, root, recorder, value) -> None:
-    sim.set_conf(MAC, "kexec.allow", value)
-    done = run_walt_node(KEXEC, root, recorder)
+def test_kexec_not_allowed(boot_sim, boot_root, recorder, value) -> None:
+    boot_sim.set_conf(MAC, "kexec.allow", value)
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "kexec is not allowed" in done.stdout
-    assert "falling back to a normal reboot" in stream_lines(sim)
+    assert "falling back to a normal reboot" in stream_lines(boot_sim)
 
 
-def test_kernel_without_kexec_support(sim, tmp_path, recorder) -> None:
-    root = prepare_node_root(tmp_path / "root", sim, kexec_support=False)
-    done = run_walt_node(KEXEC, root, recorder)
+def test_kernel_without_kexec_support(boot_sim, tmp_path, recorder) -> None:
+    boot_root = prepare_node_root(tmp_path / "boot_root", boot_sim, kexec_support=False)
+    done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "kexec_loaded is missing" in done.stdout
 
 
-def test_no_kexec_program(sim, root, recorder) -> None:
+def test_no_kexec_program(boot_sim, boot_root, recorder) -> None:
     (recorder.bin / "kexec").unlink()
     # keep the system's directories off PATH, so the host's real kexec is not found
     path = f"{recorder.bin}:{Path(shutil.which('python3') or '/usr/bin/python3').parent}"
-    done = run_walt_node(KEXEC, root, recorder, {"PATH": path})
+    done = run_walt_node(KEXEC, boot_root, recorder, {"PATH": path})
     assert_no_kexec_then_reboot(recorder, done)
     assert "no 'kexec' program on PATH" in done.stdout
 
@@ -183,7 +167,7 @@ def test_no_kexec_program(sim, root, recorder) -> None:
 @contextmanager
 def bound_to_a_changed_image(tmp_path: Path, name: str, edit) -> Iterator[Tuple[Simulator, Path]]:
     """A simulator whose node is bound to a copy of the default image changed by
-    ``edit(model_dir)``, and a node root for it."""
+    ``edit(model_dir)``, and a node boot_root for it."""
     boot = tmp_path / name / "boot"
     shutil.copytree(Path(__file__).parent / "data" / "ipxe" / "default" / "boot", boot)
     edit(boot / "pc-x86-64")
@@ -192,15 +176,15 @@ def bound_to_a_changed_image(tmp_path: Path, name: str, edit) -> Iterator[Tuple[
     config.images.append(SimImage(fullname=fullname, id=name * 4, boot_dir=boot))
     config.nodes[0].image = fullname
     with Simulator(config, host="127.0.0.1") as changed:
-        yield changed, prepare_node_root(tmp_path / "root", changed)
+        yield changed, prepare_node_root(tmp_path / "boot_root", changed)
 
 
 def test_a_file_that_is_not_a_kernel(tmp_path, recorder) -> None:
     def html_kernel(model_dir: Path) -> None:
         (model_dir / "vmlinuz").write_bytes(b"<html>404 Not Found</html>\n" * 200)
 
-    with bound_to_a_changed_image(tmp_path, "badkernel", html_kernel) as (_, root):
-        done = run_walt_node(KEXEC, root, recorder)
+    with bound_to_a_changed_image(tmp_path, "badkernel", html_kernel) as (_, boot_root):
+        done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "does not look like a kernel" in done.stdout
 
@@ -209,8 +193,8 @@ def test_an_empty_initrd(tmp_path, recorder) -> None:
     def empty_initrd(model_dir: Path) -> None:
         (model_dir / "initrd.img").write_bytes(b"")
 
-    with bound_to_a_changed_image(tmp_path, "emptyinitrd", empty_initrd) as (_, root):
-        done = run_walt_node(KEXEC, root, recorder)
+    with bound_to_a_changed_image(tmp_path, "emptyinitrd", empty_initrd) as (_, boot_root):
+        done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert "initrd http://127.0.0.1/boot/initrd.img is empty" in done.stdout
 
@@ -220,40 +204,40 @@ def test_a_script_error_names_file_and_line(tmp_path, recorder) -> None:
         script = model_dir / "generic" / "server-params.ipxe"
         script.write_text(script.read_text() + "goto somewhere\n")
 
-    with bound_to_a_changed_image(tmp_path, "badscript", break_script) as (_, root):
-        done = run_walt_node(KEXEC, root, recorder)
+    with bound_to_a_changed_image(tmp_path, "badscript", break_script) as (_, boot_root):
+        done = run_walt_node(KEXEC, boot_root, recorder)
     assert_no_kexec_then_reboot(recorder, done)
     assert ("iPXE script error: /generic/server-params.ipxe:5: unknown command 'goto'"
             in done.stdout)
 
 
-def test_kexec_load_failure_means_no_jump(sim, root, recorder) -> None:
-    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STATUS_KEXEC": "1"})
+def test_kexec_load_failure_means_no_jump(boot_sim, boot_root, recorder) -> None:
+    done = run_walt_node(KEXEC, boot_root, recorder, {"WALT_TEST_STATUS_KEXEC": "1"})
     assert not recorder.jumped()
     assert [argv[:2] for argv in recorder.argvs()] == [["kexec", "-l"], ["reboot"]]
     assert "no kexec reboot: CommandFailed: 'kexec -l" in done.stdout
     assert done.returncode == -9
 
 
-def test_kexec_e_returning_unloads_and_reboots(sim, root, recorder) -> None:
-    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STOPS_CALLER": "reboot"})
+def test_kexec_e_returning_unloads_and_reboots(boot_sim, boot_root, recorder) -> None:
+    done = run_walt_node(KEXEC, boot_root, recorder, {"WALT_TEST_STOPS_CALLER": "reboot"})
     argvs = recorder.argvs()
     assert [argv[:2] for argv in argvs] == [["kexec", "-l"], ["kexec", "-e"], ["kexec", "-u"],
                                             ["reboot"]]
     assert "kexec -e returned" in done.stdout
 
 
-def test_failing_reboot_exits_non_zero_at_once(sim, root, recorder) -> None:
-    sim.stop()
+def test_failing_reboot_exits_non_zero_at_once(boot_sim, boot_root, recorder) -> None:
+    boot_sim.stop()
     started = time.monotonic()
-    done = run_walt_node(KEXEC, root, recorder, {"WALT_TEST_STATUS_REBOOT": "1",
+    done = run_walt_node(KEXEC, boot_root, recorder, {"WALT_TEST_STATUS_REBOOT": "1",
                                                  "WALT_TEST_STOPS_CALLER": ""})
     assert done.returncode == 1
     assert "reboot failed" in done.stdout
     assert time.monotonic() - started < 15  # bounded steps, far below the server's 60 s
 
 
-def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, sim) -> None:
+def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, boot_sim) -> None:
     """Web and API ports that accept but never answer: the deadline ends the attempt."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -273,12 +257,12 @@ def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, sim) -> 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        root = prepare_node_root(tmp_path / "root", sim, http_port=port)
-        walt_env = root / "bin" / "walt-env"
-        walt_env.write_text(walt_env.read_text().replace(f"rpc_port={sim.rpc_port}",
+        boot_root = prepare_node_root(tmp_path / "boot_root", boot_sim, http_port=port)
+        walt_env = boot_root / "bin" / "walt-env"
+        walt_env.write_text(walt_env.read_text().replace(f"rpc_port={boot_sim.rpc_port}",
                                                          f"rpc_port={port}"))
         started = time.monotonic()
-        done = run_walt_node([*KEXEC, "--deadline", "2"], root, recorder)
+        done = run_walt_node([*KEXEC, "--deadline", "2"], boot_root, recorder)
         elapsed = time.monotonic() - started
     finally:
         stop.set()
@@ -296,8 +280,8 @@ def test_a_silent_server_is_bounded_by_the_deadline(tmp_path, recorder, sim) -> 
 
 # ------------------------------------------------------------ dry run, help
 
-def test_dry_run_prints_binding_and_plan_and_runs_nothing(sim, root, recorder) -> None:
-    done = run_walt_node([*KEXEC, "--dry-run"], root, recorder)
+def test_dry_run_prints_binding_and_plan_and_runs_nothing(boot_sim, boot_root, recorder) -> None:
+    done = run_walt_node([*KEXEC, "--dry-run"], boot_root, recorder)
     assert done.returncode == 0, done.stdout
     assert recorder.argvs() == []
     assert "binding check: node1: the reboot keeps the image" in done.stdout
@@ -306,9 +290,9 @@ def test_dry_run_prints_binding_and_plan_and_runs_nothing(sim, root, recorder) -
     assert "then: kexec -e (boot mode network); dry run: nothing loaded" in done.stdout
 
 
-def test_dry_run_says_it_would_fall_back(sim, root, recorder) -> None:
-    sim.stop()
-    done = run_walt_node([*KEXEC, "--dry-run"], root, recorder)
+def test_dry_run_says_it_would_fall_back(boot_sim, boot_root, recorder) -> None:
+    boot_sim.stop()
+    done = run_walt_node([*KEXEC, "--dry-run"], boot_root, recorder)
     assert done.returncode == 1
     assert recorder.argvs() == []
     assert "would fall back to: reboot" in done.stdout
@@ -364,7 +348,7 @@ def test_signatures_of_the_real_debian_kernel_and_initrd() -> None:
         assert initrd_kind(initrd.read(65536)) in ("cpio (newc)", "gzip", "xz", "zstd", "lz4")
 
 
-def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, recorder, monkeypatch,
+def test_a_binding_change_while_preparing_stops_the_kexec(boot_sim, boot_root, recorder, monkeypatch,
                                                           tmp_path) -> None:
     """The node is re-bound right after the first binding check (while the boot files are
     fetched): the second check sees it and nothing is loaded.  The recorder's kexec is on
@@ -383,13 +367,13 @@ def test_a_binding_change_while_preparing_stops_the_kexec(sim, root, recorder, m
         result = real_check(*args, **kwargs)
         checks.append(result.image)
         if len(checks) == 1:
-            sim.bind(MAC, OTHER_IMAGE)
+            boot_sim.bind(MAC, OTHER_IMAGE)
         return result
 
     monkeypatch.setattr(binding_module, "check_binding", check_then_rebind)
     monkeypatch.setenv("PATH", recorder.env["PATH"])
     out = io.StringIO()
     with pytest.raises(NoKexec, match="the binding changed while preparing"):
-        prepare(Paths(root), Reporter(out), Deadline(20), tmp_path, Options())
+        prepare(Paths(boot_root), Reporter(out), Deadline(20), tmp_path, Options())
     assert checks == [DEFAULT_IMAGE, OTHER_IMAGE]
     assert recorder.argvs() == []  # nothing loaded, nothing run

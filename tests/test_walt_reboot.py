@@ -8,42 +8,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from test_kexec_lib import (
+from support.kexec import (
     Recorder,
     expected_cmdline,
-    fixture_simulator,
-    prepare_node_root,
     run_walt_node,
 )
 
 from walt_node.reboot.node_reboot import ConfigError, list_hooks, read_config
-from walt_node.sim import Simulator
 
 REBOOT = ["reboot", "--grace", "0.3"]
 BIN = Path(__file__).parent.parent / "bin"
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with fixture_simulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def recorder(tmp_path: Path) -> Recorder:
-    return Recorder(tmp_path)
-
-
-@pytest.fixture
-def root(tmp_path: Path, sim: Simulator) -> Path:
-    return prepare_node_root(tmp_path / "root", sim)
-
-
-def add_hook(root: Path, name: str, body: str, executable: bool = True) -> Path:
-    hooks = root / "etc" / "walt" / "reboot.d"
+def add_hook(boot_root: Path, name: str, body: str, executable: bool = True) -> Path:
+    hooks = boot_root / "etc" / "walt" / "reboot.d"
     hooks.mkdir(parents=True, exist_ok=True)
     hook = hooks / name
     hook.write_text("#!/bin/sh\n" + body + "\n")
@@ -56,16 +36,16 @@ def hook_records(recorder: Recorder, name: str) -> str:
     return f'echo \'{{"prog": "hook:{name}", "args": [], "files": {{}}}}\' >> "$WALT_TEST_RECORD"'
 
 
-def test_hooks_run_in_order_then_the_os_reboot(root, recorder) -> None:
-    add_hook(root, "20-second", hook_records(recorder, "20-second"))
-    add_hook(root, "10-first", hook_records(recorder, "10-first") + "\nexit 3")  # fails: goes on
-    add_hook(root, "30-not-executable", hook_records(recorder, "30"), executable=False)
-    pid_file = root / "hang.pid"
-    add_hook(root, "40-hangs", hook_records(recorder, "40-hangs")
+def test_hooks_run_in_order_then_the_os_reboot(boot_root, recorder) -> None:
+    add_hook(boot_root, "20-second", hook_records(recorder, "20-second"))
+    add_hook(boot_root, "10-first", hook_records(recorder, "10-first") + "\nexit 3")  # fails: goes on
+    add_hook(boot_root, "30-not-executable", hook_records(recorder, "30"), executable=False)
+    pid_file = boot_root / "hang.pid"
+    add_hook(boot_root, "40-hangs", hook_records(recorder, "40-hangs")
              + f"\nsleep 30 &\necho $! > {pid_file}\nwait")
-    add_hook(root, "50-last", hook_records(recorder, "50-last"))
+    add_hook(boot_root, "50-last", hook_records(recorder, "50-last"))
     started = time.monotonic()
-    done = run_walt_node([*REBOOT, "--hook-timeout", "0.5"], root, recorder)
+    done = run_walt_node([*REBOOT, "--hook-timeout", "0.5"], boot_root, recorder)
     assert time.monotonic() - started < 15  # the hanging hook was stopped after 0.5 s
     assert done.returncode == -9, done.stdout  # stopped by 'reboot' like a real one
     assert [call["prog"] for call in recorder.calls()] == [
@@ -77,9 +57,9 @@ def test_hooks_run_in_order_then_the_os_reboot(root, recorder) -> None:
     assert not Path(f"/proc/{hung}").exists() or "sleep" not in Path(f"/proc/{hung}/cmdline").read_text()
 
 
-def test_reboot_returning_waits_then_exits_non_zero(root, recorder) -> None:
+def test_reboot_returning_waits_then_exits_non_zero(boot_root, recorder) -> None:
     started = time.monotonic()
-    done = run_walt_node(REBOOT, root, recorder, {"WALT_TEST_STOPS_CALLER": ""})
+    done = run_walt_node(REBOOT, boot_root, recorder, {"WALT_TEST_STOPS_CALLER": ""})
     elapsed = time.monotonic() - started
     assert done.returncode == 1
     assert elapsed >= 0.3
@@ -87,24 +67,24 @@ def test_reboot_returning_waits_then_exits_non_zero(root, recorder) -> None:
     assert recorder.argvs() == [["reboot"]]
 
 
-def test_failing_or_missing_reboot_exits_non_zero_quickly(root, recorder) -> None:
-    done = run_walt_node([*REBOOT[:1], "--grace", "20"], root, recorder,
+def test_failing_or_missing_reboot_exits_non_zero_quickly(boot_root, recorder) -> None:
+    done = run_walt_node([*REBOOT[:1], "--grace", "20"], boot_root, recorder,
                          {"WALT_TEST_STATUS_REBOOT": "1", "WALT_TEST_STOPS_CALLER": ""})
     assert done.returncode == 1
     assert "reboot failed" in done.stdout
     (recorder.bin / "reboot").unlink()
     started = time.monotonic()
-    done = run_walt_node([*REBOOT[:1], "--grace", "20"], root, recorder,
+    done = run_walt_node([*REBOOT[:1], "--grace", "20"], boot_root, recorder,
                          {"PATH": f"{recorder.bin}:{Path(sys.executable).parent}"})
     assert done.returncode == 1
     assert "'reboot' was not found on PATH" in done.stdout
     assert time.monotonic() - started < 15  # not the 20 s grace
 
 
-def test_kexec_method_from_reboot_conf(sim, root, recorder) -> None:
-    (root / "etc" / "walt" / "reboot.conf").write_text("# use kexec\nmethod = kexec\n")
-    add_hook(root, "10-hook", hook_records(recorder, "10-hook"))
-    done = run_walt_node(REBOOT, root, recorder)
+def test_kexec_method_from_reboot_conf(boot_sim, boot_root, recorder) -> None:
+    (boot_root / "etc" / "walt" / "reboot.conf").write_text("# use kexec\nmethod = kexec\n")
+    add_hook(boot_root, "10-hook", hook_records(recorder, "10-hook"))
+    done = run_walt_node(REBOOT, boot_root, recorder)
     assert done.returncode == -9, done.stdout
     argvs = recorder.argvs()
     assert argvs[0] == ["hook:10-hook"]
@@ -112,25 +92,25 @@ def test_kexec_method_from_reboot_conf(sim, root, recorder) -> None:
     assert argvs[2:] == [["kexec", "-e"]]
 
 
-def test_kexec_method_falls_back_to_reboot_when_the_server_is_down(sim, root, recorder) -> None:
-    (root / "etc" / "walt" / "reboot.conf").write_text("method = kexec\n")
-    sim.stop()
-    done = run_walt_node(REBOOT, root, recorder)
+def test_kexec_method_falls_back_to_reboot_when_the_server_is_down(boot_sim, boot_root, recorder) -> None:
+    (boot_root / "etc" / "walt" / "reboot.conf").write_text("method = kexec\n")
+    boot_sim.stop()
+    done = run_walt_node(REBOOT, boot_root, recorder)
     assert done.returncode == -9
     assert recorder.argvs() == [["reboot"]]
     assert "falling back to a normal reboot" in done.stdout
 
 
-def test_a_bad_reboot_conf_is_named_and_the_os_reboot_is_used(root, recorder) -> None:
-    (root / "etc" / "walt" / "reboot.conf").write_text("method = warp\n")
-    done = run_walt_node(REBOOT, root, recorder)
+def test_a_bad_reboot_conf_is_named_and_the_os_reboot_is_used(boot_root, recorder) -> None:
+    (boot_root / "etc" / "walt" / "reboot.conf").write_text("method = warp\n")
+    done = run_walt_node(REBOOT, boot_root, recorder)
     assert done.returncode == -9
     assert "reboot.conf: method 'warp' is not one of reboot, kexec" in done.stdout
     assert recorder.argvs() == [["reboot"]]
 
 
-def test_bin_walt_reboot_script_is_the_same_command(root, recorder) -> None:
-    env = {**os.environ, **recorder.env, "WALT_NODE_ROOT": str(root), "WALT_TEST_STOPS_CALLER": ""}
+def test_bin_walt_reboot_script_is_the_same_command(boot_root, recorder) -> None:
+    env = {**os.environ, **recorder.env, "WALT_NODE_ROOT": str(boot_root), "WALT_TEST_STOPS_CALLER": ""}
     done = subprocess.run([sys.executable, str(BIN / "walt-reboot"), "--grace", "0"], env=env,
                           text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
     assert done.returncode == 1, done.stdout

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from walt_node.sim import SimConfig, SimImage, SimNode, Simulator
 from walt_node.sim.sample import make_node_root
 
-DATA = Path(__file__).parent / "data" / "ipxe"
+DATA = Path(__file__).resolve().parent.parent / "data" / "ipxe"
 MAC = "52:54:00:12:34:56"
 NODE_IP = "127.0.0.1"
 DEFAULT_IMAGE = "waltplatform/pc-x86-64-default:latest"
