@@ -12,10 +12,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, Tuple
 
 import pytest
-from support.upstream_node import REPO, build_dist, upstream_wheel_dir
-from test_setup import IMAGE_WALT_NODE, UNITS, WALT_NODE, make_image, ok, setup
+from support.upstream_node import REPO, UPSTREAM_LINKS, build_dist, install_upstream, upstream_wheel_dir
+from test_setup import IMAGE_WALT_NODE, UNITS, WALT_NODE, make_image, ok, setup, snapshot
 
 from walt_node import __version__
 
@@ -104,3 +105,176 @@ def test_missing_walt_node_hint_installs_the_built_wheel(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "python3 -m build" in done.stderr and "walt_node-*.whl" in done.stderr
+
+
+# --- upgrading an image that runs upstream walt-node 10.0 ------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="upstream's setup runs in a mount namespace")
+LOCAL_BIN = "usr/local/bin"
+
+
+def walt_links(image: Path) -> Dict[str, str]:
+    local_bin = image / LOCAL_BIN
+    if not local_bin.is_dir():
+        return {}
+    return {entry.name: os.readlink(entry) for entry in local_bin.iterdir() if entry.is_symlink()}
+
+
+def give_image_commands(image: Path, *names: str) -> None:
+    """More commands in the image's walt-node venv (make_image has three)."""
+    for name in names:
+        script = image / "opt/walt-node/bin" / name
+        script.write_text(f"#!{IMAGE_WALT_NODE}\n")
+        script.chmod(0o755)
+
+
+def setup_with(image: Path, walt_node: str, *args: str) -> str:
+    """setup of the image tree with another walt-node executable than make_image's."""
+    return ok(subprocess.run([WALT_NODE, "setup", "--prefix", str(image), "--walt-node", walt_node, *args],
+                             capture_output=True, text=True, timeout=60))
+
+
+@pytest.fixture
+def upstream_image(tmp_path: Path) -> Tuple[Path, Path]:
+    """An image with upstream walt-node 10.0 installed by its own setup; (root, its venv)."""
+    image = make_image(tmp_path / "image")
+    venv = install_upstream(image)
+    links = walt_links(image)
+    assert sorted(links) == sorted(UPSTREAM_LINKS), links
+    assert "walt-logs-daemon $DAEMON_ARGS" in (image / "etc/systemd/system/walt-logs.service").read_text()
+    return image, venv
+
+
+@needs_root
+def test_upgrade_replaces_upstream_files_without_force(upstream_image) -> None:
+    image, venv = upstream_image
+    give_image_commands(image, "walt-logs-daemon", "walt-monitor")
+    out = ok(setup(image))
+
+    unit = (image / "etc/systemd/system/walt-logs.service").read_text()
+    assert f"ExecStart={IMAGE_WALT_NODE} logs-daemon $DAEMON_ARGS" in unit
+    assert "EnvironmentFile=-/etc/default/walt-logs" in unit
+    assert os.readlink(image / "etc/systemd/system/multi-user.target.wants/walt-logs.service") == \
+        "/etc/systemd/system/walt-logs.service"
+    links = walt_links(image)
+    # upstream's names that walt-node has now lead to it; walt-python3, and the commands
+    # this image's walt-node lacks (serial autolog, kexec reboot), are gone: no dead link
+    assert links == {name: f"/opt/walt-node/bin/{name}" for name in
+                     ("walt-node", "walt-node-setup", "walt-log-monitor", "walt-logs-daemon", "walt-monitor")}
+    assert "removed upstream walt-node's /usr/local/bin/walt-python3" in out
+    assert "Nothing was changed" not in out
+
+    ok(setup(image, "--uninstall"))
+    assert walt_links(image) == {}
+    assert not os.path.lexists(image / "etc/systemd/system/walt-logs.service")
+    assert not os.path.lexists(image / "etc/systemd/system/multi-user.target.wants/walt-logs.service")
+
+
+@needs_root
+def test_upgrade_of_upstream_venv_by_pip_takes_its_links_over(upstream_image) -> None:
+    """pip installed walt-node over upstream's in the same venv: the links already lead to
+    our programs; setup takes them over, so --uninstall removes them."""
+    image, venv = upstream_image
+    venv_bin = image / str(venv).lstrip("/") / "bin"
+    for name in ("walt-node", "walt-node-setup", "walt-logs-daemon", "walt-log-monitor", "walt-monitor",
+                 "walt-serial-autolog", "walt-ipxe-kexec-reboot"):
+        (venv_bin / name).unlink(missing_ok=True)
+        (venv_bin / name).write_text(f"#!{venv}/bin/python3\nimport sys\n"
+                                     "from walt_node.cli import legacy_main\nsys.exit(legacy_main())\n")
+        (venv_bin / name).chmod(0o755)
+    out = setup_with(image, f"{venv}/bin/walt-node")
+    assert "took over upstream walt-node's /usr/local/bin/walt-logs-daemon" in out
+    wants = "/etc/systemd/system/multi-user.target.wants/walt-logs.service"
+    assert f"took over upstream walt-node's {wants}" in out
+    assert sorted(walt_links(image)) == sorted({*UPSTREAM_LINKS, "walt-node"} - {"walt-python3"})
+    ok(setup(image, "--uninstall"))
+    assert walt_links(image) == {}
+    assert not os.path.lexists(image / "etc/systemd/system/multi-user.target.wants/walt-logs.service")
+
+
+@needs_root
+def test_upgrade_after_upstream_venv_was_removed_clears_dead_links(upstream_image) -> None:
+    image, venv = upstream_image
+    shutil.rmtree(image / str(venv).lstrip("/"))
+    ok(setup(image))
+    links = walt_links(image)
+    assert links and all((image / target.lstrip("/")).exists() for target in links.values()), links
+    assert "walt-python3" not in walt_links(image) and "walt-logs-daemon" not in walt_links(image)
+
+
+@needs_root
+def test_upgrade_to_the_debian_layout_removes_every_upstream_link(upstream_image) -> None:
+    """Commands in /usr/bin (the .deb): upstream's links in /usr/local/bin would shadow them."""
+    image, _ = upstream_image
+    (image / "usr/bin").mkdir(parents=True)
+    shutil.copy2(image / "opt/walt-node/bin/walt-node", image / "usr/bin/walt-node")
+    setup_with(image, "/usr/bin/walt-node")
+    assert walt_links(image) == {}
+    assert "ExecStart=/usr/bin/walt-node logs-daemon" in (
+        image / "etc/systemd/system/walt-logs.service").read_text()
+
+
+@needs_root
+def test_upgrade_dry_run_names_upstream_files_and_changes_nothing(upstream_image) -> None:
+    image, _ = upstream_image
+    before = snapshot(image)
+    out = ok(setup(image, "--dry-run"))
+    assert "would upgrade file /etc/systemd/system/walt-logs.service" in out
+    assert "would remove /usr/local/bin/walt-python3" in out
+    assert snapshot(image) == before
+
+
+@needs_root
+def test_upstream_unit_in_another_systemd_dir_is_removed(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "image")
+    install_upstream(image, "--systemd-dir", "/lib/systemd/system")
+    assert (image / "lib/systemd/system/walt-logs.service").is_file()
+    ok(setup(image))
+    assert not os.path.lexists(image / "lib/systemd/system/walt-logs.service")
+    assert not os.path.lexists(image / "lib/systemd/system/multi-user.target.wants/walt-logs.service")
+    assert (image / "etc/systemd/system/walt-logs.service").is_file()
+
+
+def test_image_own_command_of_an_upstream_name_is_still_protected(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "image")
+    own = image / LOCAL_BIN / "walt-log-monitor"
+    own.parent.mkdir(parents=True)
+    elsewhere = image / "srv/tools/bin/walt-log-monitor"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text("#!/bin/sh\necho the image's own monitor\n")
+    own.symlink_to("/srv/tools/bin/walt-log-monitor")
+    refused = setup(image)
+    assert refused.returncode == 1 and "/usr/local/bin/walt-log-monitor" in refused.stderr
+
+
+# --- /etc/default/walt-logs ------------------------------------------------------------
+
+def test_daemon_args_of_etc_default_reach_the_daemon_through_the_unit(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "image")
+    (image / "etc/default").mkdir()
+    (image / "etc/default/walt-logs").write_text('# settings\nDAEMON_ARGS="--spool-size 16M"\n')
+    ok(setup(image))
+    unit = (image / "etc/systemd/system/walt-logs.service").read_text()
+    assert "EnvironmentFile=-/etc/default/walt-logs" in unit and "logs-daemon $DAEMON_ARGS" in unit
+
+
+@pytest.mark.parametrize("line", ['DAEMON_ARGS="--no-such-option"', "DAEMON_ARGS=--spool-size"])
+def test_daemon_args_the_daemon_refuses_stop_setup_before_any_change(tmp_path: Path, line: str) -> None:
+    image = make_image(tmp_path / "image")
+    (image / "etc/default").mkdir()
+    (image / "etc/default/walt-logs").write_text(line + "\n")
+    before = snapshot(image)
+    refused = setup(image)
+    assert refused.returncode == 1
+    assert "/etc/default/walt-logs" in refused.stderr and "DAEMON_ARGS" in refused.stderr
+    assert snapshot(image) == before
+
+
+def test_every_unit_skips_containers(tmp_path: Path) -> None:
+    """`walt image shell` boots systemd in podman: no walt-node service may start there."""
+    image = make_image(tmp_path / "image")
+    ok(setup(image))
+    for unit in UNITS:
+        text = (image / "etc/systemd/system" / unit).read_text()
+        unit_section = text.split("[Service]")[0]
+        assert "\nConditionVirtualization=!container\n" in unit_section, unit

@@ -220,6 +220,17 @@ class Paths:
         return self.under("/etc/init.d")
 
     @property
+    def systemd_unit_dirs(self) -> Tuple[Path, ...]:
+        """Where an image's systemd loads unit files from (the administrator's first)."""
+        return tuple(self.under(d) for d in ("/etc/systemd/system", "/usr/local/lib/systemd/system",
+                                              "/lib/systemd/system", "/usr/lib/systemd/system"))
+
+    @property
+    def logs_daemon_environment(self) -> Tuple[Path, ...]:
+        """Files setting DAEMON_ARGS for the logs daemon's unit (upstream walt-node's too)."""
+        return (self.under("/etc/default/walt-logs"), self.under("/etc/sysconfig/walt-logs"))
+
+    @property
     def run_dir(self) -> Path:
         return self.under("/run")
 

@@ -115,6 +115,8 @@ def _install(args: argparse.Namespace) -> int:
     environment.check_walt_node(image, walt_node)
     _check_templates(image, args.spec_template)
     init = environment.detect_init(image) if args.init == "auto" else args.init
+    if init == "systemd":
+        environment.check_logs_daemon_args(image)
     unit_dir = _unit_dir(args.systemd_dir)
     if args.install_packages:
         packages.install(image, args.prefix is not None, args.dry_run, _say)

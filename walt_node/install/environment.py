@@ -8,6 +8,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import List, Optional
 
 from walt_node.install import INSTALL_COMMANDS, WHEEL_HINT, InstallError
 from walt_node.install.rootfs import ImageRoot
@@ -127,3 +128,62 @@ def data_dir() -> Path:
     """Where the package ships its unit templates (data/units) and scripts (data/bin)."""
     return Path(__file__).resolve().parent.parent / "data"
 
+
+
+def check_logs_daemon_args(image: ImageRoot) -> None:
+    """DAEMON_ARGS of /etc/default/walt-logs (or /etc/sysconfig/walt-logs) must suit walt-logs-daemon.
+
+    The walt-logs unit passes them on, as upstream walt-node's unit did, so an
+    upgraded image keeps its settings; upstream's daemon ignored its arguments,
+    ours refuses unknown ones, so a leftover value would stop the logs at boot.
+    """
+    for path in NODE.logs_daemon_environment:
+        try:
+            text = image.host_followed(str(path)).read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise InstallError(f"cannot read {path}: {error.strerror}") from None
+        value = _environment_value(text, "DAEMON_ARGS")
+        problem = _logs_daemon_rejects(value.split()) if value else None
+        if problem:
+            raise InstallError(
+                f"{path} sets DAEMON_ARGS={value!r}, which the walt-logs unit passes to walt-logs-daemon, "
+                f"but walt-logs-daemon refuses it ({problem}). Nothing was changed. Fix or remove that "
+                "line (options: walt-logs-daemon --help), then rerun setup")
+
+
+def _environment_value(text: str, name: str) -> Optional[str]:
+    """The value systemd's EnvironmentFile= would give ``name`` (last assignment wins), quotes removed."""
+    import shlex
+
+    value = None
+    for line in text.splitlines():
+        key, sep, raw = line.strip().partition("=")
+        if sep and key.strip() == name:
+            try:
+                value = " ".join(shlex.split(raw, comments=False))
+            except ValueError:
+                value = raw.strip()
+    return value
+
+
+def _logs_daemon_rejects(argv: List[str]) -> Optional[str]:
+    from walt_node.cli import command_parser
+
+    parser, _ = command_parser("logs-daemon", "walt-logs-daemon")
+
+    class Refused(Exception):
+        pass
+
+    def refuse(message: str) -> None:
+        raise Refused(message)
+
+    parser.error = refuse  # type: ignore[method-assign]
+    try:
+        parser.parse_args(argv)
+    except Refused as error:
+        return str(error)
+    except SystemExit:  # --help, --version: not options for a service
+        return f"'{' '.join(argv)}' prints and exits"
+    return None

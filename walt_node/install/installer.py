@@ -8,7 +8,10 @@ Everything written is recorded in a manifest (JSON, under
   nor one of ours that somebody edited since, unless ``--force`` (which first
   moves the original to a backup directory);
 - ``--uninstall`` removes exactly what was created (directories included),
-  restores the backups, and leaves files edited since in place.
+  restores the backups, and leaves files edited since in place;
+- upstream walt-node 10.0's files (:mod:`.upstream`) are replaced or removed
+  without ``--force`` and without a backup: they only work with upstream's
+  package, so ``--uninstall`` does not bring them back.
 
 The manifest is a journal: each change to the image (a file, a link, a
 directory, a backup) is recorded there *before* it is made, with what the path
@@ -30,7 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from walt_node import __version__
 from walt_node.files import remove_leftover_temporaries, symlink_atomically, write_atomically
-from walt_node.install import InstallError, imagespec
+from walt_node.install import InstallError, imagespec, upstream
 from walt_node.install.plan import NODE, Item, Plan
 from walt_node.install.rootfs import ImageRoot, sha256_of
 
@@ -112,15 +115,21 @@ class Installer:
         manifest = Manifest.load(self.image) or Manifest()
         self.saved = manifest.serialized() if self.image.exists(MANIFEST) else b""
         actions = self._classify(plan, manifest)
-        stale = [path for path in manifest.entries if path not in {item.path for item in plan.items}]
+        planned = {item.path for item in plan.items}
+        stale = [path for path in manifest.entries if path not in planned]
+        unit_dirs = sorted({os.path.dirname(item.path) for item in plan.items if item.unit})
+        retired = [path for path in upstream.installed_paths(self.image, unit_dirs) if path not in planned]
         self._refuse_conflicts(actions)
         spec_missing = imagespec.missing_templates(self.image.host(IMAGE_SPEC), templates)
         outcome = Outcome(units=plan.units)
         if self.dry_run:
-            self._describe(actions, stale, spec_missing, outcome)
+            self._describe(actions, stale + retired, spec_missing, outcome)
             return outcome
         for path in stale:
             self._remove_entry(manifest, path, outcome)
+        for path in retired:
+            _delete(self.image.host(path))
+            outcome.changed.append(f"removed upstream walt-node's {path}")
         remove_leftover_temporaries(self.image.host(MANIFEST))  # of a setup killed while saving it
         for item, action in actions:
             if action != "keep":
@@ -138,11 +147,15 @@ class Installer:
             host = self.image.host(item.path)
             record = manifest.entries.get(item.path)
             if _matches(item, host):
-                action = "keep"
+                # identical to ours already (same venv upgraded by pip): ours from now on
+                adopt = record is None and upstream.is_upstream(self.image, item.path)
+                action = "adopt" if adopt else "keep"
             elif not os.path.lexists(host):
                 action = "create"
             elif record is not None and _unmodified(record, host):
                 action = "update"
+            elif record is None and upstream.is_upstream(self.image, item.path):
+                action = "upgrade"  # upstream walt-node's: replaced, no backup
             else:
                 action = "replace" if self.force else "conflict"
             actions.append((item, action))
@@ -180,14 +193,17 @@ class Installer:
         record["pending"] = _expected_state(item)
         self._save(manifest)  # journal first: if we die while writing, --uninstall knows the path
         remove_leftover_temporaries(host)  # from a setup killed while writing it
-        if item.kind == "dir":
+        if action == "adopt":
+            pass
+        elif item.kind == "dir":
             os.mkdir(host, item.mode)
         elif item.kind == "symlink":
             symlink_atomically(host, item.target)
         else:
             write_atomically(host, item.content, item.mode)
         record.update(record.pop("pending"), kind=item.kind)
-        outcome.changed.append(f"{action}d {item.path}")
+        outcome.changed.append(f"took over upstream walt-node's {item.path}" if action == "adopt"
+                               else f"{action}d {item.path}")
         if item.unit:
             outcome.units_changed.append(item.unit)
 
