@@ -4,6 +4,7 @@ commands, records read by `walt-node sim show`."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
+from support.users import run_as_other_user
 
 from walt_node.protocols import LogStream, fake_tftp_get, get_device_info, report_lldp_neighbor
 from walt_node.sim import SimConfig, SimConfigError
@@ -243,3 +245,16 @@ def test_help_lists_actions() -> None:
     assert done.returncode == 0
     for word in ("bind", "conf", "show", "--state-file", "--records", "--show-logs", "--host"):
         assert word in done.stdout
+
+
+@pytest.mark.root
+def test_records_are_never_appended_through_a_link_another_user_planted(
+        users_directory: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's data\n")
+    records = users_directory / "sim.jsonl"
+    run_as_other_user(lambda: os.symlink(victim, records))
+    done = walt_node("sim", "--records", str(records))
+    assert done.returncode == 1
+    assert f"cannot write the records file {records}: {records} is a symbolic link" in done.stderr
+    assert victim.read_text() == "root's data\n"

@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
+from walt_node.files import open_for_append
+
 
 class LogRecord(NamedTuple):
     issuer: str
@@ -91,7 +93,7 @@ class Records:
         self.path = Path(path) if path is not None else None
         if self.path is not None:
             try:
-                self._file = open(self.path, "a", encoding="utf-8")
+                self._file = open_for_append(self.path)  # never through a link another user planted
             except OSError as error:
                 raise OSError(error.errno, f"cannot write the records file {self.path}: "
                                            f"{error.strerror}") from None
