@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from support.netns import Netns, requires_netns, veth_link, wait_until
 
+from walt_node import mdns as mdns_module
 from walt_node.mdns import (
     HOSTS_BEGIN,
     HOSTS_END,
     HostsFileError,
+    HostsKeeper,
+    Identity,
     Peer,
     avahi_owner,
     hosts_entries,
@@ -204,6 +207,43 @@ def test_hosts_block_refuses_damaged_markers():
             render_hosts(text, [])
 
 
+def test_a_symlinked_hosts_file_stays_a_link(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/hosts").write_text(ORIGINAL_HOSTS)
+    hosts = tmp_path / "hosts"
+    hosts.symlink_to("run/hosts")
+    assert update_hosts(hosts, [peer("n2", "10.0.0.2")])
+    assert os.readlink(hosts) == "run/hosts"
+    assert (tmp_path / "run/hosts").read_text() == \
+        f"{ORIGINAL_HOSTS}{HOSTS_BEGIN}\n10.0.0.2\tn2.local n2\n{HOSTS_END}\n"
+
+
+def test_a_line_appended_to_the_hosts_file_while_the_block_is_rendered_is_kept(tmp_path, monkeypatch):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ORIGINAL_HOSTS)
+    real_render = mdns_module.render_hosts
+    renders = []
+
+    def render_while_the_admin_appends(text, entries):
+        renders.append(text)
+        if len(renders) == 1:
+            with open(hosts, "a") as admin:
+                admin.write("10.9.9.9 added-by-admin\n")
+        return real_render(text, entries)
+
+    monkeypatch.setattr(mdns_module, "render_hosts", render_while_the_admin_appends)
+    assert update_hosts(hosts, [peer("n2", "10.0.0.2")])
+    assert hosts.read_text() == (f"{ORIGINAL_HOSTS}10.9.9.9 added-by-admin\n"
+                                 f"{HOSTS_BEGIN}\n10.0.0.2\tn2.local n2\n{HOSTS_END}\n")
+
+
+def test_a_peer_refused_again_and_again_is_logged_once(tmp_path, caplog):
+    keeper = HostsKeeper(Paths(tmp_path), Identity("nodea", {}))
+    for _ in range(3):
+        keeper.refuse("peer 'x' announces host 'x.example': left out")
+    assert [r.getMessage() for r in caplog.records] == ["peer 'x' announces host 'x.example': left out"]
+
+
 def test_hostile_peer_names_and_addresses_never_reach_the_hosts_file():
     entries = hosts_entries([
         peer("evil\n0.0.0.0 bank.example", "10.0.0.66"),
@@ -211,3 +251,67 @@ def test_hostile_peer_names_and_addresses_never_reach_the_hosts_file():
         peer("ok-node", "10.0.0.5", "not-an-ip", "fe80::1"),
     ])
     assert entries == [("10.0.0.5", ["ok-node.local", "ok-node"])]
+
+
+# ------------------------------------------------------------ hostile peers
+
+HOSTILE_SERVICES = [  # (service, host it claims, addresses)
+    ("goodpeer", "goodpeer.local.", ["10.79.0.2"]),
+    ("github", "github.com.local.", ["10.79.0.2"]),
+    ("loopname", "localhost.local.", ["10.79.0.2"]),
+    ("servername", "server.local.", ["10.79.0.2"]),  # `server` is a name of the admin's lines
+    ("printer", "printer.local.", ["10.79.0.2"]),  # and so is `printer.local`
+    ("self", "NodeA.local.", ["10.79.0.2"]),  # this node's own name
+    ("addresses", "addresses.local.", ["0.0.0.0", "127.0.0.1", "224.0.0.251", "255.255.255.255",
+                                       "169.254.7.7", "240.0.0.1", "10.79.0.3"]),
+]
+
+
+@pytest.mark.root
+@requires_netns
+def test_a_hostile_peer_cannot_claim_names_or_addresses_in_the_hosts_file(tmp_path):
+    original = ORIGINAL_HOSTS + "10.0.0.7 printer.local\n"
+    spec = json.dumps([dict(name=n, server=h, addresses=a) for n, h, a in HOSTILE_SERVICES])
+    with veth_link(("10.79.0.1/24", "10.79.0.2/24")) as (node, lan, _, _):
+        hostile = lan.popen([sys.executable, "-m", "support.mdns_peer", spec], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=f"{REPO}/tests:{REPO}"))
+        assert hostile.stdout.readline() == "ready\n"
+        (tmp_path / "etc").mkdir()
+        hosts = tmp_path / "etc/hosts"
+        hosts.write_text(original)
+        runs = []
+
+        def every_service_seen() -> bool:  # the positive event: node A saw all of them
+            runs.append(mdns(node, node_env(tmp_path, NODES["a"]), "peers", "--json", "--hosts",
+                             "--timeout", "2"))
+            assert runs[-1].returncode == 0, runs[-1].stderr
+            seen = {p["name"]: p for p in json.loads(runs[-1].stdout)}
+            return all(name in seen and seen[name]["addresses"] for name, _, _ in HOSTILE_SERVICES)
+
+        assert wait_until(every_service_seen, 60, step=0)
+        hostile.stdin.close()
+    assert hosts.read_text() == original + (f"{HOSTS_BEGIN}\n10.79.0.2\tgoodpeer.local goodpeer\n"
+                                            f"10.79.0.3\taddresses.local addresses\n{HOSTS_END}\n")
+    refusals = runs[-1].stderr
+    for claim in ("'github.com.local'", "'localhost.local'", "'server.local'", "'printer.local'",
+                  "'NodeA.local'", "'0.0.0.0'", "'127.0.0.1'", "'224.0.0.251'", "'255.255.255.255'",
+                  "'169.254.7.7'", "'240.0.0.1'"):
+        assert claim in refusals and "left out of the hosts file" in refusals
+
+
+def test_peers_may_claim_only_free_single_label_local_names_at_unicast_addresses():
+    refusals = []
+    taken = {"localhost", "server", "server.lan", "printer.local"}
+    entries = hosts_entries([
+        Peer("good", "good.local", ["10.0.0.5", "0.0.0.0", "127.0.0.2", "239.1.2.3", "169.254.0.9",
+                                    "255.255.255.255", "10.0.0.6"], {}),
+        Peer("dotted", "github.com.local", ["10.0.0.7"], {}),
+        Peer("bare", "github", ["10.0.0.7"], {}),
+        Peer("other-domain", "x.example", ["10.0.0.7"], {}),
+        Peer("upper", "SERVER.local", ["10.0.0.7"], {}),
+        Peer("printer", "printer.local", ["10.0.0.7"], {}),
+        Peer("loop", "localhost.local", ["10.0.0.7"], {}),
+    ], taken, refusals.append)
+    assert entries == [("10.0.0.5", ["good.local", "good"]), ("10.0.0.6", ["good.local", "good"])]
+    assert len(refusals) == 5 + 6

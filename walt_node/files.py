@@ -183,6 +183,8 @@ def edit_locked(path: Union[str, Path], edit: Callable[[str], str]) -> bool:
     file changed.
     """
     real = Path(os.path.realpath(path))
+    if not os.path.lexists(real) and edit("") == "":
+        return False  # nothing to write: a missing file stays missing
     while True:
         changed = _edit_once(real, edit)
         if changed is not None:

@@ -11,7 +11,6 @@ runs, ``publish`` stands aside: two responders for one host only conflict.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import re
@@ -21,9 +20,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from walt_node.files import write_atomically
+from walt_node.files import edit_locked
 from walt_node.paths import Paths, live_process_file
 
 log = logging.getLogger(__name__)
@@ -258,21 +257,72 @@ class HostsFileError(RuntimeError):
     pass
 
 
-def hosts_entries(peers: Sequence[Peer]) -> List[Tuple[str, List[str]]]:
-    """(ip, names) lines for peers whose data is safe to write (names from the network!)."""
+# names a peer may never claim, whatever the hosts file holds
+RESERVED_NAMES = frozenset({"localhost", "localhost.localdomain", "localdomain", "local",
+                            "broadcasthost", "ip6-localhost", "ip6-loopback"})
+
+Refused = Callable[[str], None]
+
+
+def names_outside_block(text: str) -> Set[str]:
+    """The names (lowercase) the hosts file gives to addresses outside walt-node's block."""
+    names: Set[str] = set()
+    inside = False
+    for line in text.splitlines():
+        if line in (HOSTS_BEGIN, HOSTS_END):
+            inside = line == HOSTS_BEGIN
+            continue
+        fields = line.split("#", 1)[0].split()
+        if not inside and len(fields) > 1:
+            names.update(name.lower() for name in fields[1:])
+    return names
+
+
+def _name_refusal(hostname: str, taken: AbstractSet[str]) -> Optional[str]:
+    label, _, domain = hostname.partition(".")
+    if domain.lower() != "local" or not _LABEL_RE.match(label):
+        return "only a single-label <name>.local name may be written"
+    for name in (label.lower(), f"{label.lower()}.local"):
+        if name in taken or name in RESERVED_NAMES:
+            return f"'{name}' is already a name of this hosts file (or reserved)"
+    return None
+
+
+def _address_refusal(address: str) -> Optional[str]:
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return f"{address!r} is not an IPv4 address"
+    # link-local too: our publishers never announce one, and it is ambiguous across links
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+        return f"{ip} is not a usable unicast address"
+    return None
+
+
+def hosts_entries(peers: Sequence[Peer], taken: AbstractSet[str] = frozenset(),
+                  refused: Refused = log.warning) -> List[Tuple[str, List[str]]]:
+    """(ip, names) lines for what peers may claim (names and addresses come from the network!).
+
+    A peer gets ``<name>.local <name>`` for a single DNS label ``<name>``,
+    unless the hosts file already gives either name to someone (``taken``:
+    localhost, the server, this node...), and only for usable unicast IPv4
+    addresses. Everything left out is reported to ``refused``.
+    """
     entries = []
     for peer in peers:
-        host = peer.hostname[: -len(".local")] if peer.hostname.endswith(".local") else peer.hostname
-        if not valid_hostname(host):
-            log.warning("peer %r announces an unusable host name %r: left out of the hosts file",
-                        peer.name, peer.hostname)
+        reason = _name_refusal(peer.hostname, taken)
+        if reason is not None:
+            refused(f"peer {peer.name!r} announces host {peer.hostname!r}: left out of the hosts "
+                    f"file ({reason})")
             continue
+        label = peer.hostname.partition(".")[0]
         for address in peer.addresses:
-            try:
-                ip = str(ipaddress.IPv4Address(address))
-            except ValueError:
+            reason = _address_refusal(address)
+            if reason is not None:
+                refused(f"peer {peer.name!r} announces {peer.hostname!r} at {address!r}: left out of "
+                        f"the hosts file ({reason})")
                 continue
-            entries.append((ip, [f"{host}.local", host]))
+            entries.append((address, [f"{label}.local", label]))
     return sorted(entries)
 
 
@@ -301,29 +351,20 @@ def render_hosts(text: str, entries: Sequence[Tuple[str, List[str]]]) -> str:
     return "".join(lines)
 
 
-def write_hosts_file(path: Path, text: str) -> None:
-    """Replace the hosts file atomically (keeping its mode and owner); a bind-mounted
-    one (containers) cannot be replaced, so it is rewritten in place."""
-    try:
-        write_atomically(path, text)
-    except OSError as error:
-        if error.errno not in (errno.EBUSY, errno.EXDEV):
-            raise
-        log.info("%s is a mount point: rewriting it in place", path)
-        path.write_text(text)
+def update_hosts(path: Path, peers: Sequence[Peer], own_hostname: Optional[str] = None,
+                 refused: Refused = log.warning) -> bool:
+    """Rewrite the managed block if it changed; True if the file was written.
 
+    The file is edited under a lock, through its real path (a symbolic link
+    stays one), and a line another program appends meanwhile is kept
+    (:func:`walt_node.files.edit_locked`). ``own_hostname`` is never claimed.
+    """
+    own = {own_hostname.lower(), f"{own_hostname.lower()}.local"} if own_hostname else set()
 
-def update_hosts(path: Path, peers: Sequence[Peer]) -> bool:
-    """Rewrite the managed block if it changed; True if the file was written."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        text = ""
-    new = render_hosts(text, hosts_entries(peers))
-    if new == text:
-        return False
-    write_hosts_file(path, new)
-    return True
+    def edit(text: str) -> str:
+        return render_hosts(text, hosts_entries(peers, names_outside_block(text) | own, refused))
+
+    return edit_locked(path, edit)
 
 
 # ------------------------------------------------------------------ publisher
@@ -408,6 +449,7 @@ class HostsKeeper:
         self.zc = None
         self.watcher: Optional[PeerWatcher] = None
         self.last_sync = 0.0
+        self.refusals: Set[str] = set()  # logged once each: a hostile peer repeats itself
 
     def restart(self) -> None:
         """A fresh browser joins the multicast group on the interfaces as they are now."""
@@ -421,7 +463,12 @@ class HostsKeeper:
         if self.watcher.changed.is_set() or time.monotonic() - self.last_sync > PEERS_REFRESH:
             self.watcher.changed.clear()
             self.last_sync = time.monotonic()
-            _sync_hosts(self.paths, self.watcher.peers(), self.identity)
+            _sync_hosts(self.paths, self.watcher.peers(), self.identity, self.refuse)
+
+    def refuse(self, message: str) -> None:
+        if message not in self.refusals:
+            self.refusals.add(message)
+            log.warning("%s", message)
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -454,7 +501,7 @@ def publish_forever(identity: Identity, paths: Paths, interface: Optional[str],
         monitor.close()
         if hosts is not None:
             hosts.close()
-            _sync_hosts(paths, [], identity)  # stale entries are worse than none
+            _sync_hosts(paths, [], identity, log.warning)  # stale entries are worse than none
 
 
 def _refresh(publisher: Publisher, hosts: Optional[HostsKeeper]) -> Optional[float]:
@@ -470,11 +517,10 @@ def _refresh(publisher: Publisher, hosts: Optional[HostsKeeper]) -> Optional[flo
     return None
 
 
-def _sync_hosts(paths: Paths, peers: List[Peer], identity: Identity) -> None:
-    others = [p for p in peers if p.hostname != f"{identity.hostname}.local"]
+def _sync_hosts(paths: Paths, peers: List[Peer], identity: Identity, refused: Refused) -> None:
     try:
-        if update_hosts(paths.etc_hosts, others):
-            log.info("%s: %d peer(s) in the walt-node block", paths.etc_hosts, len(others))
+        if update_hosts(paths.etc_hosts, peers, identity.hostname, refused):
+            log.info("%s: walt-node block updated (%d peer(s) announced)", paths.etc_hosts, len(peers))
     except (HostsFileError, OSError) as error:
         log.error("cannot update %s: %s", paths.etc_hosts, error)
 

@@ -44,7 +44,9 @@ is its pure-Python alternative).
 
 --hosts (publish, peers): keep the peers in a managed block of /etc/hosts,
 between '# BEGIN walt-node mdns peers' and '# END walt-node mdns peers'
-lines, rewritten atomically; other lines are never touched.
+lines, rewritten atomically under a lock; other lines are never touched.
+A peer only gets a single-label <name>.local name that no other line holds
+(never localhost, the server's or this node's name), at unicast addresses.
 
 Exit status: 0 done (publish: stopped, or stood aside for avahi-daemon),
 1 an error (facts, name conflict, hosts file), 2 resolve got no answer.
@@ -143,7 +145,7 @@ def _run_peers(args) -> int:
         paths = Paths.from_env()
         own = _own_hostname(paths)
         try:
-            update_hosts(paths.etc_hosts, [p for p in peers if p.hostname != f"{own}.local"])
+            update_hosts(paths.etc_hosts, peers, own)
         except (HostsFileError, OSError) as error:
             print(f"walt-node mdns: cannot update {paths.etc_hosts}: {error}", file=sys.stderr)
             return EXIT_FAILED
