@@ -10,7 +10,7 @@ from typing import Callable
 
 from support.logs import LogServer
 
-from walt_node.logstreams.forwarder import Forwarder
+from walt_node.logstreams.forwarder import SERVER_READ, Forwarder, next_write
 from walt_node.logstreams.spool import Spool
 
 
@@ -90,3 +90,64 @@ def test_idle_close_and_reconnect(tmp_path: Path) -> None:
     finally:
         spool.close()
         server.crash()
+
+
+def test_writes_are_whole_lines_of_exactly_one_server_read() -> None:
+    """docs/protocols.md §11: a WalT 10 server decodes each 8 KiB read alone; a write of
+    whole lines padded to one read (zeros before a stamp) is read alone even when the
+    server is behind, and the padded stamp is the same number."""
+    lines = [b"%.6f %s\n" % (1700000000.5 + n, "é中😀".encode() * (n % 40)) for n in range(400)]
+    out = bytearray(b"".join(lines))
+    received = b""
+    while len(out) >= SERVER_READ:
+        write, carried = next_write(out, midline=False)
+        assert len(write) == SERVER_READ and write.endswith(b"\n")
+        received += write
+        del out[:carried]
+    stamps = [float(line.split(b" ", 1)[0]) for line in received.splitlines()]
+    texts = [line.split(b" ", 1)[1] for line in received.splitlines()]
+    assert stamps == [float(line.split(b" ", 1)[0]) for line in lines[:len(stamps)]]
+    assert texts == [line.split(b" ", 1)[1][:-1] for line in lines[:len(texts)]]
+
+
+def test_a_line_longer_than_a_read_is_cut_between_characters() -> None:
+    line = b"1.5 " + "€".encode() * 5000 + b"\n"
+    out, pieces, midline = bytearray(line), [], False
+    while out:
+        write, carried = next_write(out, midline)
+        assert write == bytes(out[:carried]) and len(write) <= SERVER_READ
+        write.decode()  # whole characters: a server decoding this read alone accepts it
+        midline = not write.endswith(b"\n")
+        pieces.append(write)
+        del out[:carried]
+    assert b"".join(pieces) == line and len(pieces) == 2
+
+
+def test_connections_are_bounded_least_recently_used_idle_closed_first(tmp_path: Path) -> None:
+    server = LogServer().start()
+    forwarder = Forwarder(lambda: ("127.0.0.1", server.port), None, max_connections=2)
+    open_counts = []
+
+    def delivered(count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            open_counts.append(sum(link.sock is not None for link in forwarder.links.values()))
+            return len(server.records()) >= count
+        return check
+
+    forwarder.add("a", b"1.0 a1\n")
+    assert pump_until(forwarder, delivered(1))
+    forwarder.add("b", b"1.0 b1\n")
+    assert pump_until(forwarder, delivered(2))
+    forwarder.add("a", b"1.0 a2\n")  # a is now used more recently than b
+    assert pump_until(forwarder, delivered(3))
+    for stream in "cde":
+        forwarder.add(stream, b"1.0 %s1\n" % stream.encode())
+    assert pump_until(forwarder, delivered(6))
+    assert max(open_counts) <= 2
+    by_stream = {}
+    for line in server.records():
+        by_stream.setdefault(line.stream, []).append(line.text)
+    assert by_stream == {"a": [b"a1", b"a2"], "b": [b"b1"], "c": [b"c1"], "d": [b"d1"], "e": [b"e1"]}
+    # b (least recently used) was closed properly, with CLOSE, to make room for c
+    assert server.wait_for(lambda r: server.closed_properly.get(2) is True, 5)
+    forwarder.shutdown(2)

@@ -182,6 +182,15 @@ def unsent_bytes(sock: socket.socket) -> int:
     return struct.unpack("i", buf)[0]
 
 
+SIOCOUTQNSD = 0x894B
+
+
+def untransmitted_bytes(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue not yet put on the wire (SIOCOUTQNSD)."""
+    buf = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
 class LogStream:
     """One log stream on its own connection: header, lines, then CLOSE."""
 

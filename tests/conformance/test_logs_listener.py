@@ -8,14 +8,16 @@ the timestamps written, the order of each stream.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-from support.logs import walt_env
+from support.logs import DaemonProcess, walt_env
 from support.upstream import Upstream, UpstreamServer
 
 HOSTILE = ["plain", "accents é à ü", "CJK 中文字", "emoji 😀🎉", "quotes ' \" \\ back",
@@ -65,3 +67,59 @@ def test_walt_node_log_reaches_the_real_listener_byte_exact(server, tmp_path):
     assert [r["ts"] for r in records] == [1700000000.25 + n for n in range(len(HOSTILE))]
     assert all(r["issuer"] == "127.0.0.1" for r in records)
     assert [c["error"] for c in server.records("closed")] == [None] * len(HOSTILE)
+
+
+def test_python_api_reaches_the_real_listener(server, tmp_path):
+    texts = HOSTILE + mixed_texts(300)
+    script = ("import json, sys\nfrom walt_node import log\n"
+              "for n, text in enumerate(json.load(sys.stdin)):\n"
+              "    log.echo('api', text, ts=1700000000.0 + n)\n"
+              "assert log.flush(timeout=30)\n")
+    import json
+
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts),
+                          env=walt_env(tmp_path / "root", server.logs_port),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert server.wait_for(lambda: len(set(server.lines("api"))) >= len(texts)), \
+        f"{len(set(server.lines('api')))} lines arrived; closures: {server.records('closed')[:3]}"
+    assert_delivered(server, "api", texts)
+    stamps = {r["line"]: r["ts"] for r in server.records("log")}
+    assert [stamps[t] for t in texts] == [1700000000.0 + n for n in range(len(texts))]
+
+
+@pytest.mark.parametrize("slow, mss", [(0.0, 0), (0.002, 1448)],
+                         ids=["fast-loopback", "slowed-reader-ethernet-segments"])
+def test_daemon_burst_of_mixed_utf8_loses_nothing(upstream, tmp_path, slow, mss):
+    """The burst of the issue: 20,000 lines of mixed text written at once into the FIFO.
+    The listener decodes each 8 KiB read on its own; the daemon must get every line
+    through (docs/protocols.md §11), also when the server reads late and its reads
+    fall anywhere (then it closes streams, and the daemon sends again)."""
+    with UpstreamServer(upstream, tmp_path, slow=slow, mss=mss) as server:
+        burst_through_daemon(server, tmp_path)
+
+
+def burst_through_daemon(server: UpstreamServer, tmp_path: Path) -> None:
+    texts = mixed_texts(20000)
+    root = tmp_path / "root"
+    root.mkdir()
+    daemon = DaemonProcess(root, server.logs_port).start()
+    try:
+        now = time.time()
+        data = "".join(f"TSLOG {now:.6f} burst {text}\n" for text in texts).encode()
+        fd = os.open(daemon.fifo, os.O_WRONLY)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view[:65536]):]
+        finally:
+            os.close(fd)
+        assert server.wait_for(lambda: len(set(server.lines("burst"))) >= len(texts), 120), \
+            daemon.log()[-3000:]
+    finally:
+        daemon.stop()
+    duplicates = assert_delivered(server, "burst", texts)
+    refused = [c for c in server.records("closed") if c["error"]]
+    print(f"20,000 mixed lines: 0 lost, {duplicates} duplicates, "
+          f"{len(refused)} streams closed by the server on an error")
+    assert {r["ts"] for r in server.records("log")} == {float(f"{now:.6f}")}

@@ -8,13 +8,14 @@ a second server process is replaced by small recorders defined here.
 
 Commands::
 
-    serve RECORDS [--slow MAX_SECONDS] [--seed N] [--tftp-root DIR] [--device JSON]
+    serve RECORDS [--slow MAX_SECONDS] [--seed N] [--mss BYTES] [--tftp-root DIR] [--device JSON]
         logs port (REQ_NEW_INCOMING_LOGS -> LogsStreamListener, REQ_FAKE_TFTP_GET ->
         NodeFakeTFTPGet) and API port (REQ_API_SESSION -> the hub's APISessionManager,
         whose tasks run through the main process' NSAPI / VSAPI classes), on 127.0.0.1.
         Prints ``PORTS <logs> <api>`` once listening; stops when stdin closes.
         --slow sleeps a random time (0..MAX) before each read of a log stream, so
-        that the server's 8 KiB reads fall at arbitrary places of the byte stream.
+        that the server's 8 KiB reads fall at arbitrary places of the byte stream;
+        --mss 1448 makes writes arrive in Ethernet-sized pieces, as on a real network.
     feed
         stdin: one JSON object per line {"mode", "chunks": [base64...], "eof": bool}.
         Each chunk is what one recv() of the listener returns (eof: a last empty
@@ -124,10 +125,18 @@ def listener_class(manager: LogsManagerStandIn, slow: float, seed: int):
 
 
 class LoopbackTCPServer(TCPServer):
-    """upstream's TCPServer, on 127.0.0.1 and an automatic port."""
+    """upstream's TCPServer, on 127.0.0.1 and an automatic port; ``mss`` makes clients
+    send segments of Ethernet size, as they arrive on a real server, instead of
+    loopback's 64 KiB ones."""
+
+    def __init__(self, mss: int = 0):
+        super().__init__(0)
+        self.mss = mss
 
     def open_server_socket(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.mss:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, self.mss)
         s.bind(("127.0.0.1", 0))
         s.listen(256)
         return s
@@ -225,7 +234,7 @@ def serve(args) -> int:
     manager = LogsManagerStandIn(recorder)
     if args.tftp_root:
         upstream_transfer.NODE_TFTP_ROOT = args.tftp_root + "/%(node_id)s/tftp"
-    logs_server = LoopbackTCPServer(0)
+    logs_server = LoopbackTCPServer(args.mss)
     logs_server.register_listener_class(req_id=Requests.REQ_NEW_INCOMING_LOGS,
                                         cls=listener_class(manager, args.slow, args.seed),
                                         manager=manager)
@@ -236,7 +245,7 @@ def serve(args) -> int:
     APISession.register_target_api("VSAPI", VSAPI)
     devices = json.loads(args.device) if args.device else {}
     main = MainStandIn(recorder, ServerStandIn(recorder, ev_loop, devices))
-    api_server = LoopbackTCPServer(0)
+    api_server = LoopbackTCPServer()
     api_server.register_listener_class(req_id=Requests.REQ_API_SESSION, cls=APISessionManager,
                                        process=types.SimpleNamespace(main=main))
     api_server.prepare(ev_loop)
@@ -327,6 +336,7 @@ def main() -> int:
     p_serve.add_argument("records")
     p_serve.add_argument("--slow", type=float, default=0.0)
     p_serve.add_argument("--seed", type=int, default=0)
+    p_serve.add_argument("--mss", type=int, default=0, help="TCP segment size of the logs port")
     p_serve.add_argument("--tftp-root")
     p_serve.add_argument("--device", help="JSON {mac: {field: value}} for get_device_info")
     sub.add_parser("feed")

@@ -54,11 +54,11 @@ class UpstreamServer:
     """upstream_driver.py serve: the real listener classes on two loopback ports."""
 
     def __init__(self, upstream: Upstream, workdir: Path, slow: float = 0.0, seed: int = 0,
-                 tftp_root: Optional[Path] = None, devices: Optional[Dict[str, Any]] = None):
+                 mss: int = 0, tftp_root: Optional[Path] = None, devices: Optional[Dict[str, Any]] = None):
         self.records_path = workdir / "upstream-records.jsonl"
         self.records_path.write_text("")
         command = [str(upstream.python), str(DRIVER), "serve", str(self.records_path),
-                   "--slow", str(slow), "--seed", str(seed)]
+                   "--slow", str(slow), "--seed", str(seed), "--mss", str(mss)]
         if tftp_root is not None:
             command += ["--tftp-root", str(tftp_root)]
         if devices is not None:

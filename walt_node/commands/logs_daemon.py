@@ -47,9 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", type=host_port, default=None, metavar="HOST[:PORT]",
                         help="the server's logs port (default: from the node facts, "
                              "see 'walt-node facts')")
-    parser.add_argument("--idle-close", type=non_negative_seconds, default=300.0, metavar="SECONDS",
+    parser.add_argument("--idle-close", type=non_negative_seconds, default=30.0, metavar="SECONDS",
                         help="close a stream's connection (CLOSE) after this idle time "
                              "(default: %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=64, metavar="N",
+                        help="connections to the server open at once; when a stream needs "
+                             "one more, the least recently used idle stream is closed "
+                             "(default: %(default)s)")
+    parser.add_argument("--unpaced-writes", action="store_true",
+                        help="write up to 1 MiB at once, without the precautions a WalT 10 "
+                             "server needs (docs/protocols.md section 11): it closes streams "
+                             "and lines must be resent; for benchmarks/logs.py only")
     parser.add_argument("--max-line", type=int, default=65536, metavar="BYTES",
                         help="longer request lines are truncated (default: %(default)s)")
     parser.add_argument("--resend-window", type=non_negative_seconds, default=0.25, metavar="SECONDS",
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = DaemonConfig(fifo=args.fifo, spool_dir=args.spool_dir, spool_size=args.spool_size,
                           max_line=args.max_line, idle_close=args.idle_close,
-                          resend_window=args.resend_window)
+                          resend_window=args.resend_window, max_connections=args.max_connections,
+                          paced=not args.unpaced_writes)
     try:
         daemon = LogsDaemon(config, server_address(args.server))
         return daemon.run()

@@ -57,7 +57,9 @@ class DaemonConfig:
     spool_dir: Path
     spool_size: int = DEFAULT_MAX_BYTES
     max_line: int = DEFAULT_MAX_LINE
-    idle_close: float = 300.0
+    idle_close: float = 30.0
+    max_connections: int = 64
+    paced: bool = True
     resend_window: float = 0.25
     retry_max: float = 5.0
     stop_timeout: float = 5.0
@@ -135,6 +137,7 @@ class LogsDaemon:
         self.config = config
         self.spool = Spool(config.spool_dir, "daemon", config.spool_size)
         self.forwarder = Forwarder(address, self.spool, idle_close=config.idle_close,
+                                   max_connections=config.max_connections, paced=config.paced,
                                    resend_window=config.resend_window, retry_max=config.retry_max)
         self.monitor = MonitorRequests(Paths.from_env())
         self.parser = FifoParser(config.max_line, report=self._report_malformed,

@@ -30,7 +30,7 @@ from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from walt_node.logstreams.spool import Spool
-from walt_node.protocols import log_stream_header, unsent_bytes
+from walt_node.protocols import log_stream_header, unsent_bytes, untransmitted_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,62 @@ Address = Callable[[], Tuple[str, int]]
 TCP_ESTABLISHED = 1
 FILL_LOW = 256 * 1024      # refill the out buffer from the spool below this
 FILL_CHUNK = 1024 * 1024   # bytes taken from the spool at once
+SERVER_READ = 8192         # a WalT 10 server decodes each read of 8 KiB on its own (§11)
+QUIET = 0.02               # after a write shorter than a read, the next one waits this long
+IN_FLIGHT = 4 * SERVER_READ  # unacknowledged bytes above which the next write waits
+SEND_BUFFER = 256 * 1024   # so that a write always fits whole in the socket (no partial send)
 POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
+POLL_CLOSED = select.POLLIN | getattr(select, "POLLRDHUP", 0x2000) | POLL_ERRORS
+
+
+def next_write(out: bytearray, midline: bool) -> Tuple[bytes, int]:
+    """The next write to the server and how many bytes of ``out`` it carries.
+
+    A WalT 10 server reads 8 KiB at a time and decodes each read alone: a
+    character cut by the end of a read makes it close the stream (§11). So a
+    write is whole lines and exactly one read long: the gap after the last line
+    that fits is filled with zeros in front of the first timestamp (``0001700000000.5``
+    is the same number). Then a server that is behind still reads one write per
+    read, and never a piece of the next one. Less than one read's worth is sent
+    as it is, and the next write then waits ``QUIET`` (for the server to read it).
+    A line longer than a read is cut between two characters, its last piece
+    ends with it.
+    """
+    if len(out) < SERVER_READ:
+        return bytes(out), len(out)
+    end = out.rfind(b"\n", 0, SERVER_READ) + 1
+    if not end:
+        end = SERVER_READ
+        while end > 1 and out[end] & 0xC0 == 0x80:  # 10xxxxxx continues a character
+            end -= 1
+        return bytes(out[:end]), end
+    if midline:  # the end of a long line: its stamp went in an earlier write
+        end = out.find(b"\n", 0, SERVER_READ) + 1
+        return bytes(out[:end]), end
+    write = bytes(out[:end])
+    return _pad_stamp(write, SERVER_READ - end), end
+
+
+def segment_end(write: bytes, mss: int) -> int:
+    """Length of the next TCP segment of ``write``: at most ``mss``, between two characters.
+
+    On a real network a write arrives in segments, and a server that reads at
+    once reads a segment or two: each one must hold whole characters."""
+    if len(write) <= mss:
+        return len(write)
+    end = mss
+    while end > 1 and write[end] & 0xC0 == 0x80:
+        end -= 1
+    return end
+
+
+def _pad_stamp(lines: bytes, pad: int) -> bytes:
+    start = 0
+    while pad and start < len(lines):
+        if lines[start:start + 1].isdigit():
+            return lines[:start] + b"0" * pad + lines[start:]
+        start = lines.find(b"\n", start) + 1 or len(lines)
+    return lines
 
 
 def tcp_state(sock: socket.socket) -> int:
@@ -66,6 +121,12 @@ class Link:
         self.connecting = False
         self.connect_deadline = 0.0
         self.header_left = b""
+        self.pending = b""        # the rest of a write the socket did not take at once
+        self.midline = False      # ``out`` starts inside a line cut by the previous write
+        self.mss = 65536          # the connection's segment size
+        self.waiting_acks = False  # writing waits for the server to acknowledge earlier writes
+        self.last_write = 0.0
+        self.last_write_short = False
         self.out = bytearray()    # oldest lines, being written on the connection
         self.tail = bytearray()   # newest lines, behind whatever is spooled
         self.written = 0          # bytes written on this connection (header included)
@@ -85,18 +146,21 @@ class Link:
         return bool(self.sent) and self.sent[-1].acked_at is None
 
     def has_memory_data(self) -> bool:
-        return bool(self.out or self.tail or self.header_left or self.unacked())
+        return bool(self.out or self.tail or self.header_left or self.pending or self.unacked())
 
 
 class Forwarder:
     def __init__(self, address: Address, spool: Optional[Spool] = None, *,
-                 idle_close: float = 300.0, memory_limit: int = 8 * 1024 * 1024,
+                 idle_close: float = 30.0, max_connections: int = 64, paced: bool = True,
+                 memory_limit: int = 8 * 1024 * 1024,
                  resend_window: float = 0.25, retain_bytes: int = 2 * 1024 * 1024,
                  retry_min: float = 0.05, retry_max: float = 5.0, connect_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
         self.address = address
         self.spool = spool
         self.idle_close = idle_close
+        self.max_connections = max(1, max_connections)
+        self.paced = paced
         self.memory_limit = memory_limit
         self.resend_window = resend_window
         self.retain_bytes = retain_bytes
@@ -129,8 +193,10 @@ class Forwarder:
 
     # ------------------------------------------------------------------ state
     def busy(self) -> bool:
-        """True while some line is not yet acknowledged by the server's kernel."""
-        return any(link.has_memory_data() or self._spooled(link) for link in self.links.values())
+        """True while some line is not yet acknowledged by the server's kernel, or was
+        acknowledged so recently that the server could still close the stream unread."""
+        return any(link.has_memory_data() or self._spooled(link) or link.sent
+                   for link in self.links.values())
 
     def _spooled(self, link: Link) -> bool:
         return self.spool is not None and self.spool.has(link.stream)
@@ -139,8 +205,9 @@ class Forwarder:
         fds = []
         for link in self.links.values():
             if link.sock is not None:
-                events = select.POLLIN
-                if link.connecting or link.header_left or link.out:
+                events = POLL_CLOSED  # the server never writes: readable means closed or reset
+                if link.connecting or link.header_left or link.pending or \
+                        (link.out and not link.waiting_acks):
                     events |= select.POLLOUT
                 fds.append((link.sock.fileno(), events))
         return fds
@@ -153,6 +220,10 @@ class Forwarder:
             elif link.sock is None:
                 if link.tail or link.out or self._spooled(link):
                     deadlines.append(link.retry_at)
+            elif link.waiting_acks:
+                deadlines.append(self.clock() + 0.002)
+            elif link.out and not link.pending and link.last_write_short:
+                deadlines.append(link.last_write + QUIET)
             elif link.sent:
                 deadlines.append(self.clock() + (0.02 if link.unacked() else self.resend_window))
             elif link.tail or self._spooled(link):
@@ -182,12 +253,16 @@ class Forwarder:
     def _service(self, link: Link, events: int, now: float) -> None:
         if link.connecting:
             self._progress_connect(link, events, now)
-        elif link.sock is not None and events & (select.POLLIN | POLL_ERRORS):
+        elif link.sock is not None and events & POLL_CLOSED:
             self._check_break(link, now)
         if link.sock is None:
             if link.tail or link.out or (self._spooled(link) and not self.stopping):
                 if now >= link.retry_at and not self.stopping:
-                    self._connect(link, now)
+                    if self._make_room(now):
+                        self._connect(link, now)
+                    else:  # every connection is busy: wait for one to go idle
+                        link.retry_at = now + self.retry_min
+                        self._spill(link)
                 if link.sock is None and link.failures:
                     self._spill(link)
             return
@@ -206,6 +281,20 @@ class Forwarder:
             self._spill(link)
 
     # ------------------------------------------------------------ connections
+    def _make_room(self, now: float) -> bool:
+        """True if one more connection may be opened, after closing the least recently
+        used idle one if ``max_connections`` are open (a server holds one socket per
+        open stream of every node)."""
+        open_links = [link for link in self.links.values() if link.sock is not None]
+        if len(open_links) < self.max_connections:
+            return True
+        idle = [link for link in open_links
+                if link.connected and not link.has_memory_data() and not self._spooled(link)]
+        if not idle:
+            return False
+        self._close_gracefully(min(idle, key=lambda link: link.last_activity))
+        return True
+
     def _connect(self, link: Link, now: float) -> None:
         try:
             host, port = self.address()
@@ -259,6 +348,8 @@ class Forwarder:
         assert link.sock is not None
         link.connecting = False
         link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        link.mss = link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) or 1448
         link.header_left = link.header
         link.written = 0
         self.delivered_connections += 1
@@ -289,7 +380,7 @@ class Forwarder:
             self._broken(link, now, "the server closed the connection")
 
     def _broken(self, link: Link, now: float, reason: str) -> None:
-        resend = link.fragment + b"".join(entry.data for entry in link.sent)
+        resend = link.fragment + b"".join(entry.data for entry in link.sent) + link.pending
         self._abort(link)
         link.out[:0] = resend
         self._failed(link, now, reason)
@@ -301,6 +392,9 @@ class Forwarder:
         link.sock = None
         link.connecting = False
         link.header_left = b""
+        link.pending = b""
+        link.midline = False
+        link.waiting_acks = False
         link.sent.clear()
         link.retained = 0
         link.fragment = b""
@@ -345,14 +439,37 @@ class Forwarder:
                 sent = sock.send(link.header_left)
                 link.written += sent
                 link.header_left = link.header_left[sent:]
-            while link.out:
-                sent = sock.send(link.out)
-                data = bytes(link.out[:sent])
-                del link.out[:sent]
+            link.waiting_acks = False
+            if not self.paced:  # the old way, kept to measure what pacing prevents
+                while link.out:
+                    sent = sock.send(link.out[:FILL_CHUNK])
+                    link.written += sent
+                    link.sent.append(_Sent(link.written, bytes(link.out[:sent])))
+                    del link.out[:sent]
+                    link.retained += sent
+                    link.last_activity = now
+                    self._fill(link)
+                return
+            while link.pending or link.out:
+                if not link.pending:
+                    if link.last_write_short and now - link.last_write < QUIET:
+                        return  # let the server read the short write alone
+                    if unsent_bytes(sock) > IN_FLIGHT:
+                        link.waiting_acks = True
+                        return  # a write only partly sent lets the server read a piece of it
+                    link.pending, carried = next_write(link.out, link.midline)
+                    link.last_write_short = len(link.pending) < SERVER_READ
+                    link.midline = link.out[carried - 1] != 0x0A
+                    del link.out[:carried]
+                if untransmitted_bytes(sock):
+                    link.waiting_acks = True
+                    return  # queued behind the last segment, this one would be merged into it
+                sent = sock.send(link.pending[:segment_end(link.pending, link.mss)])
+                data, link.pending = link.pending[:sent], link.pending[sent:]
                 link.written += sent
                 link.sent.append(_Sent(link.written, data))
                 link.retained += sent
-                link.last_activity = now
+                link.last_activity = link.last_write = now
                 self._fill(link)
         except BlockingIOError:
             return
@@ -454,7 +571,7 @@ class Forwarder:
                 self._close_gracefully(link)
                 continue
             acked = link.fragment + b"".join(e.data for e in link.sent if e.acked_at is not None)
-            unacked = b"".join(e.data for e in link.sent if e.acked_at is None)
+            unacked = b"".join(e.data for e in link.sent if e.acked_at is None) + link.pending
             if unacked:  # resend from the start of the line the first unacked byte is in
                 unacked = acked[acked.rfind(b"\n") + 1:] + unacked
             self._abort(link)
