@@ -192,7 +192,10 @@ def test_line_reader_handles_crlf_split_reads_and_garbage() -> None:
     reader.feed(b"ART\r\n\xffok\r\n", 2.0)
     reader.feed(b"x" * (MAX_LINE + 10), 3.0)
     reader.feed(b"still the long line\nafter\n", 4.0)
-    assert lines == [("LOGSTART\r", 2.0), ("\ufffdok\r", 2.0), ("after", 4.0)]
+    reader.feed(b"last, without a newline", 5.0)
+    reader.finish(6.0)
+    assert lines == [("LOGSTART\r\n", 2.0), ("\ufffdok\r\n", 2.0), ("after\n", 4.0),
+                     ("last, without a newline", 6.0)]
     assert problems.counts == {"over-long line": 1}
 
 

@@ -248,7 +248,7 @@ class Copies:
         self.sent_copy = CopyFile(directory / "out.log", max_bytes, problems)
 
     def read(self, line: str) -> None:
-        self.read_copy.write(line + "\n")
+        self.read_copy.write(line)
 
     def sent(self, stream: str, text: str, ts: float) -> None:
         self.sent_copy.write(f"TSLOG {ts:f} {stream} {text}\n")
@@ -305,8 +305,8 @@ def configure_tty(fd: int, baud: int) -> None:
 
 
 class LineReader:
-    """Cuts the byte stream into text lines (without their ``\\n``, nothing else removed)
-    stamped with their reception time."""
+    """Cuts the byte stream into text lines as they came (with their ``\\n``, like
+    ``readline``) stamped with their reception time."""
 
     def __init__(self, on_line: Callable[[str, float], None], problems: ProblemCounter):
         self.on_line = on_line
@@ -320,12 +320,18 @@ class LineReader:
             if self.discarding:
                 self.discarding = False
                 continue
-            self.on_line(raw.decode("utf-8", errors="replace"), ts)
+            self.on_line((raw + b"\n").decode("utf-8", errors="replace"), ts)
         if len(self.pending) > MAX_LINE:
             self.problems.report("over-long line", f"more than {MAX_LINE} bytes without a newline "
                                  "(wrong line speed?)")
             self.pending = b""
             self.discarding = True
+
+    def finish(self, ts: float) -> None:
+        """End of input: a last line without its newline is still a line (as WalT's reader has it)."""
+        if self.pending and not self.discarding:
+            self.on_line(self.pending.decode("utf-8", errors="replace"), ts)
+        self.pending = b""
 
 
 def read_line(fd: int, reader: LineReader) -> None:
@@ -335,11 +341,12 @@ def read_line(fd: int, reader: LineReader) -> None:
             data = os.read(fd, READ_SIZE)
         except OSError as error:
             if error.errno == errno.EIO:  # tty hang-up (device unplugged, pty closed)
-                return
+                break
             raise
         if not data:
-            return
+            break
         reader.feed(data, time.time())
+    reader.finish(time.time())
 
 
 # ------------------------------------------------------------------ command
