@@ -16,7 +16,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "walt_node"
 # where each kind of I/O lives
 RUNNER = {"runner.py"}
 SERVER_SOCKETS = {"protocols.py", "sim/"}  # the simulator is the server side itself
-PATHS = {"paths.py", "protocols.py"}  # protocols.py names the server's URL paths, not files
+# protocols.py names the server's URL paths, not files; imagecheck/ names what an image
+# must hold, always joined below the root of the image it checks, never the host's
+PATHS = {"paths.py", "protocols.py", "imagecheck/"}
 FACTS = {"facts.py", "sim/", "commands/demo.py"}  # the simulator and the demo play the platform
 
 PROCESS_MODULES = {"subprocess", "pty", "multiprocessing", "asyncio"}
@@ -158,7 +160,9 @@ def test_each_check_catches_its_crossing(check) -> None:
 
 CORE = {"paths", "facts", "protocols", "runner", "files", "errors", "service", "log"}
 # the library: one unit per feature, each built on the core only
-FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim"}
+FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim", "imagecheck"}
+# pure libraries of a feature that another feature may use as they are
+SHARED = {"walt_node.reboot.ipxe"}  # the iPXE interpreter: reboots and check-image replay scripts
 # the layers above, which may import anything: the command modules and the CLI
 TOP = {"commands", "cli", "__main__"}
 
@@ -188,7 +192,7 @@ def layer_crossings(path: Path, tree: ast.AST) -> Iterator[tuple]:
         target = unit_of(name)
         if target == unit or target in CORE or target == "__init__":
             continue
-        if name == "walt_node.commands":  # the registry (data), not the command modules
+        if name == "walt_node.commands" or name in SHARED:  # the registry (data); shared libraries
             continue
         if unit == "log" and target == "logstreams":  # the public API is built on the daemon's package
             continue

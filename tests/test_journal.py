@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
 
+from walt_node.config import ConfigError
 from walt_node.logstreams.journal import (
-    ConfigError,
     CursorFile,
     Entry,
     Forwarder,

@@ -16,7 +16,8 @@ from support.kexec import (
     run_walt_node,
 )
 
-from walt_node.reboot.node_reboot import ConfigError, list_hooks, read_config
+from walt_node.config import ConfigError, read_key_values
+from walt_node.reboot.node_reboot import list_hooks
 
 REBOOT = ["reboot", "--grace", "0.3"]
 BIN = Path(__file__).parent.parent / "bin"
@@ -123,11 +124,11 @@ def test_bin_walt_reboot_script_is_the_same_command(boot_root, recorder) -> None
 def test_config_and_hook_listing(tmp_path) -> None:
     conf = tmp_path / "reboot.conf"
     conf.write_text("method = kexec   # comment\n\n")
-    assert read_config(conf) == {"method": "kexec"}
+    assert read_key_values(conf) == {"method": "kexec"}
     conf.write_text("kexec please\n")
     with pytest.raises(ConfigError, match=r"reboot.conf:1: expected 'key = value'"):
-        read_config(conf)
-    assert read_config(tmp_path / "missing") == {}
+        read_key_values(conf)
+    assert read_key_values(tmp_path / "missing") == {}
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     for name, mode in (("b", 0o755), ("a", 0o755), (".hidden", 0o755), ("c", 0o644)):

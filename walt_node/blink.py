@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from walt_node.config import ConfigError, read_key_values
+from walt_node.errors import WaltNodeError
 from walt_node.files import write_atomically
 from walt_node.paths import Paths, live_process_file
 
@@ -24,28 +26,11 @@ TOGGLER_MARK = "walt-node-blink-toggler"
 STATE_FILE = "blink.json"
 
 
-class BlinkError(RuntimeError):
+class BlinkError(WaltNodeError):
     pass
 
 
 # --- configuration and LED choice -------------------------------------------
-
-def read_conf(path: Path) -> Dict[str, str]:
-    values: Dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return values
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise BlinkError(f"{path}:{number}: expected 'key = value', got {raw.strip()!r}")
-        values[key.strip()] = value.strip()
-    return values
-
 
 def list_leds(leds_dir: Path) -> List[str]:
     try:
@@ -132,7 +117,7 @@ def save_state(paths: Paths, state: dict) -> None:
 # --- blink 1 / blink 0 --------------------------------------------------------
 
 def blink_on(paths: Paths) -> str:
-    conf = read_conf(paths.blink_conf)
+    conf = read_key_values(paths.blink_conf)
     led = choose_led(paths, conf)
     state = load_state(paths)
     if state is not None and state.get("led") != led.name:
@@ -207,7 +192,7 @@ def _is_toggler(pid: int) -> bool:
 def blink_off(paths: Paths) -> str:
     state = load_state(paths)
     if state is None:
-        choose_led(paths, read_conf(paths.blink_conf))  # no LED at all is still an error
+        choose_led(paths, read_key_values(paths.blink_conf))  # no LED at all is still an error
         return "not blinking: nothing to restore"
     led = paths.leds / str(state.get("led"))
     pid = state.get("toggler_pid")
@@ -230,7 +215,7 @@ def apply(value: str, paths: Optional[Paths] = None) -> int:
     paths = paths or Paths.from_env()
     try:
         message = blink_on(paths) if value == "1" else blink_off(paths)
-    except BlinkError as error:
+    except (BlinkError, ConfigError) as error:
         sys.stderr.write(f"blink: {error}\n")
         return 1
     sys.stdout.write(message + "\n")

@@ -6,13 +6,13 @@ import logging
 import sys
 from pathlib import Path
 
+from walt_node.config import ConfigError
 from walt_node.logstreams.journal import (
     EXIT_TEMPORARY_FAILURE,
     FLUSH_TIMEOUT,
     READERS,
     SOURCES,
     START_POINTS,
-    ConfigError,
     CursorFile,
     CursorRejected,
     Forwarder,

@@ -7,6 +7,7 @@ import logging
 import time
 
 from walt_node.commands.argtypes import non_negative_seconds, positive_seconds
+from walt_node.config import ConfigError
 from walt_node.paths import Paths
 from walt_node.reboot.node_reboot import (
     DEFAULT_GRACE,
@@ -16,7 +17,6 @@ from walt_node.reboot.node_reboot import (
     KEXEC_MIN_DEADLINE,
     METHODS,
     SYNC_TIMEOUT,
-    ConfigError,
     os_reboot,
     reboot_method,
     run_hooks,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from walt_node import runner
+from walt_node.config import ConfigError, meaningful_lines, read_text
 from walt_node.files import write_atomically
 from walt_node.service import ProblemCounter
 
@@ -39,10 +40,6 @@ EXIT_TEMPORARY_FAILURE = 75  # EX_TEMPFAIL: systemd restarts the unit (status 1 
 
 # ------------------------------------------------------------------ configuration
 
-class ConfigError(ValueError):
-    pass
-
-
 def unit_name(name: str) -> str:
     return name if "." in name else f"{name}.service"
 
@@ -50,13 +47,10 @@ def unit_name(name: str) -> str:
 def parse_config(text: str, where: str) -> Dict[str, str]:
     """``<unit> <stream>`` lines -> {unit: stream}; errors name the file and line."""
     routes: Dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+    for number, line, raw in meaningful_lines(text):
         fields = line.split()
         if len(fields) != 2:
-            raise ConfigError(f"{where}:{number}: expected '<unit> <stream>', got {raw.strip()!r}")
+            raise ConfigError(f"{where}:{number}: expected '<unit> <stream>', got {raw!r}")
         unit, stream = unit_name(fields[0]), fields[1]
         if not stream.isprintable():
             raise ConfigError(f"{where}:{number}: control characters in stream name {stream!r}")
@@ -71,12 +65,10 @@ def parse_config(text: str, where: str) -> Dict[str, str]:
 
 def load_config(path: Path) -> Dict[str, str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist: create it with lines '<unit> <stream>' "
                           "(e.g. 'ssh sshd-log')") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}") from None
     return parse_config(text, str(path))
 
 

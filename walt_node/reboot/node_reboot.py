@@ -7,8 +7,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
+from walt_node.config import ConfigError, read_key_values
 from walt_node.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -22,32 +23,8 @@ KEXEC_DEADLINE_END = 40.0  # seconds after start by which the kexec attempt must
 KEXEC_MIN_DEADLINE = 5.0
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def read_config(path: Path) -> Dict[str, str]:
-    """``key = value`` lines; ConfigError names the file and line of anything else."""
-    values: Dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return values
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{path}:{number}: expected 'key = value', got {raw.strip()!r}")
-        values[key.strip()] = value.strip()
-    return values
-
-
 def reboot_method(paths: Paths) -> str:
-    method = read_config(paths.reboot_conf).get("method", "reboot")
+    method = read_key_values(paths.reboot_conf).get("method", "reboot")
     if method not in METHODS:
         raise ConfigError(f"{paths.reboot_conf}: method '{method}' is not one of "
                           + ", ".join(METHODS))
