@@ -63,6 +63,9 @@ def test_records_file_and_show(tmp_path: Path) -> None:
     records.add_call(ApiCall("node1", "VSAPI", "get_device_info", (b"raw",), {}))
     assert shown.getvalue().splitlines() == [format_realtime(r) for r in batch]
     assert format_realtime(batch[0]).endswith(" node1.exp -> héllo")
+    # what a node (or a mote behind it) sent cannot drive the terminal or fake a line
+    hostile = LogRecord("node1", "s\x1b[2J", 1700000000.0, "\x1b]0;title\x07a\nfake line", 1.0)
+    assert format_realtime(hostile).endswith(" node1.s\\x1b[2J -> \\x1b]0;title\\x07a\\nfake line")
     kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
     assert kinds == ["log", "log", "api"]
     assert json.loads(path.read_text().splitlines()[2])["args"] == ["b'raw'"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from walt_node.files import open_for_append
+from walt_node.text import printable
 
 
 class LogRecord(NamedTuple):
@@ -35,9 +36,10 @@ class ApiCall(NamedTuple):
 
 
 def format_realtime(record: LogRecord) -> str:
-    """The `walt log show --realtime` layout: ``HH:MM:SS.ffffff issuer.stream -> line``."""
+    """The `walt log show --realtime` layout: ``HH:MM:SS.ffffff issuer.stream -> line``, what
+    nodes sent (a mote's output, say) with control characters escaped for the terminal."""
     clock = datetime.fromtimestamp(record.ts).strftime("%H:%M:%S.%f")
-    return f"{clock} {record.issuer}.{record.stream} -> {record.line}"
+    return f"{clock} {printable(record.issuer)}.{printable(record.stream)} -> {printable(record.line)}"
 
 
 _json_string = json.encoder.encode_basestring_ascii  # C-accelerated: log lines are many
