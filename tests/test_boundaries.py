@@ -158,7 +158,7 @@ def test_each_check_catches_its_crossing(check) -> None:
 
 # ------------------------------------------------------------------ who may import whom
 
-CORE = {"paths", "facts", "protocols", "runner", "files", "errors", "service", "log"}
+CORE = {"paths", "facts", "protocols", "runner", "files", "errors", "service", "log", "text"}
 # the library: one unit per feature, each built on the core only
 FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim", "imagecheck"}
 # pure libraries of a feature that another feature may use as they are
