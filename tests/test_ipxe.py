@@ -132,6 +132,30 @@ def test_self_referencing_expansion_is_fatal() -> None:
         plan_of(files, {"hostname": "x${hostname}"})
 
 
+@pytest.mark.parametrize("lines", [
+    # each line doubles the value: 2**40 characters by the end, if nothing stopped it
+    ["set a 0123456789abcdef"] + ["set a ${a}${a}"] * 40,
+    # one line of many references to a 32 KiB value
+    ["set a 0123456789abcdef"] + ["set a ${a}${a}"] * 11 + ["set b" + " ${a}" * 1000],
+], ids=["doubling", "many-words"])
+def test_expansion_past_the_size_bound_is_refused_logged_and_counted(lines) -> None:
+    from walt_node.bounds import LIMITS
+
+    kind = "iPXE expansion over the size bound"
+    before = LIMITS.counts.get(kind, 0)
+    files = {"/start.ipxe": script(*lines, "kernel /k", "boot"), "/k": KERNEL}
+    with pytest.raises(IpxeFatal, match=r"^/start.ipxe:\d+: iPXE expansion over the size bound: "
+                                        r"a command line expands to more than 65536 characters"):
+        plan_of(files)
+    assert LIMITS.counts[kind] == before + 1
+
+
+def test_expansion_up_to_the_bound_works() -> None:
+    value = "x" * 15
+    lines = ["set a " + value] + ["set a ${a}${a}"] * 12  # 60 KiB
+    assert messages_of(*lines, "echo ${a}") == [value * 4096]
+
+
 # ------------------------------------------------------------ paths and chaining
 
 def test_resolution_relative_absolute_and_urls() -> None:

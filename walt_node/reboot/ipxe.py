@@ -30,8 +30,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from walt_node.bounds import limit_reached
+
 MAX_CHAIN_DEPTH = 16
 MAX_EXPANSIONS = 1000
+MAX_EXPANDED = 64 * 1024  # characters of one expanded command line (kernel command lines are < 4 KiB)
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?]*)(/[^?]*)?(?:\?(.*))?$")
 _TERMINATORS = ("||", "&&", ";")
 _COMMAND_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -211,8 +214,12 @@ def _split_setting(name: str) -> Tuple[str, str]:
     return name.rsplit("/", 1)[-1], kind
 
 
-def expand(text: str, variables: Dict[str, str]) -> str:
-    """Expand ``${name[:type]}`` innermost first, as iPXE does; unknown names expand to ""."""
+def expand(text: str, variables: Dict[str, str], limit: int = MAX_EXPANDED) -> str:
+    """Expand ``${name[:type]}`` innermost first, as iPXE does; unknown names expand to "".
+
+    A text growing past ``limit`` characters is refused (``set a ${a}${a}`` on
+    each line would double it every time).
+    """
     for _ in range(MAX_EXPANSIONS):
         start = text.rfind("${")
         if start < 0:
@@ -222,6 +229,10 @@ def expand(text: str, variables: Dict[str, str]) -> str:
             return text  # iPXE leaves an unterminated ${ as it is
         name, kind = _split_setting(text[start + 2:end])
         text = text[:start] + _format_value(variables.get(name, ""), kind) + text[end + 1:]
+        if len(text) > limit:
+            raise IpxeFatal(limit_reached(
+                "iPXE expansion over the size bound",
+                f"a command line expands to more than {MAX_EXPANDED} characters"))
     raise IpxeFatal(f"variable expansion does not end after {MAX_EXPANSIONS} steps "
                     "(a variable refers to itself)")
 
@@ -365,7 +376,7 @@ class Interpreter:
         if not raw:
             return None  # iPXE: an empty command succeeds
         try:
-            argv = [expand(token, self.variables) for token in raw]
+            argv = self._expand_all(raw)
         except IpxeFatal as error:
             error.where = where
             raise
@@ -391,6 +402,15 @@ class Interpreter:
                 error.where = where
             raise
         return None
+
+    def _expand_all(self, tokens: List[str]) -> List[str]:
+        """The arguments of one command, expanded; MAX_EXPANDED characters in all."""
+        argv: List[str] = []
+        left = MAX_EXPANDED
+        for token in tokens:
+            argv.append(expand(token, self.variables, left))
+            left -= len(argv[-1])
+        return argv
 
     # --- commands (iPXE names; "-" in a name becomes "_") ---
     def _cmd_echo(self, args: List[str], where: Where) -> None:
