@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from support.users import run_as_other_user
 
 from walt_node.protocols import LogStream, fake_tftp_get, get_device_info, report_lldp_neighbor
 from walt_node.sim import SimConfig, SimConfigError
-from walt_node.sim.sample import NODE_MAC, OTHER_IMAGE, sample_kernel, write_boot_dir
+from walt_node.sim.sample import DEFAULT_IMAGE, NODE_MAC, OTHER_IMAGE, sample_kernel, write_boot_dir
 
 HOST = "127.0.0.1"
 REALTIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{6}) (\S+)\.(\S+) -> (.*)$")
@@ -258,3 +260,56 @@ def test_records_are_never_appended_through_a_link_another_user_planted(
     assert done.returncode == 1
     assert f"cannot write the records file {records}: {records} is a symbolic link" in done.stderr
     assert victim.read_text() == "root's data\n"
+
+
+# ------------------------------------------------------------ hostile pickles
+
+def _nested_key(depth: int) -> bytes:
+    """A dict whose key is a tuple nested ``depth`` deep: hashing it recurses in C."""
+    return (b"\x80\x04" + pickle.EMPTY_DICT + pickle.EMPTY_TUPLE + pickle.TUPLE1 * depth
+            + pickle.NONE + pickle.SETITEM + pickle.STOP)
+
+
+def _recursive_list() -> bytes:
+    loop: list = []
+    loop.append(loop)
+    return pickle.dumps({"node_mac": loop, "path": "/kernel"}, protocol=4)
+
+
+def _tftp_status(port: int, payload: bytes) -> str:
+    with socket.create_connection((HOST, port), timeout=15) as sock:
+        sock.sendall(b"12\n")
+        reader = sock.makefile("rb")
+        reader.readline()  # ready
+        sock.sendall(payload)
+        return reader.readline().decode(errors="replace")
+
+
+@pytest.mark.parametrize("payload, refusal", [
+    (_nested_key(1_000_000), "pickle nested too deep: more than 100 levels"),
+    (_nested_key(101), "pickle nested too deep"),
+    (_recursive_list(), "a container filled after being used"),
+], ids=["million-deep-key", "just-too-deep", "recursive"])
+def test_nested_pickles_are_refused_and_the_simulator_lives(sim_process: Dict, payload: bytes,
+                                                            refusal: str) -> None:
+    """A tuple nested a million deep used as a dict key killed the simulator (SIGSEGV)."""
+    port = sim_process["state"]["logs_port"]
+    status = _tftp_status(port, payload)
+    assert status.startswith("ERROR") and refusal in status, status
+    assert sim_process["proc"].poll() is None
+    assert fake_tftp_get(HOST, port, NODE_MAC, "/kernel", timeout=10) == sample_kernel(DEFAULT_IMAGE)
+    stderr = stop(sim_process["proc"])[2]
+    assert stderr.count("pickle nested too deep") <= 1  # logged once, then counted
+
+
+def test_nesting_up_to_the_bound_is_accepted(sim_process: Dict) -> None:
+    request = {"node_mac": NODE_MAC, "path": "/kernel", "extra": _nested_value(98)}
+    status = _tftp_status(sim_process["state"]["logs_port"], pickle.dumps(request, protocol=4))
+    assert status == "OK\n"
+
+
+def _nested_value(depth: int) -> object:
+    value: object = ()
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -7,7 +7,9 @@ import logging
 import pickle
 import socket
 import threading
-from typing import Callable, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from walt_node.bounds import limit_reached
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,36 @@ class _BoundedStream:
 
 
 _BUFFER_OPCODES = {pickle.BYTEARRAY8[0], pickle.NEXT_BUFFER[0], pickle.READONLY_BUFFER[0]}
+MAX_NESTING = 100  # requests are a tuple of strings, a dict or two: a few levels
+
+# opcodes that build a container from items on the stack: how many (None: all since the MARK)
+_BUILDS = {pickle.TUPLE[0]: None, pickle.LIST[0]: None, pickle.DICT[0]: None,
+           pickle.FROZENSET[0]: None, pickle.TUPLE1[0]: 1, pickle.TUPLE2[0]: 2, pickle.TUPLE3[0]: 3}
+# opcodes that put items into the container below them
+_FILLS = {pickle.APPENDS[0]: None, pickle.SETITEMS[0]: None, pickle.ADDITEMS[0]: None,
+          pickle.APPEND[0]: 1, pickle.SETITEM[0]: 2}
+
+
+def _nesting_checked(load: Callable[[Any], None], count: Optional[int], fills: bool):
+    def checked(self: _DataOnlyUnpickler) -> None:
+        if count is None:
+            items, below = self.stack, (self.metastack[-1] if self.metastack else [])
+        else:
+            items, below = self.stack[-count:], self.stack[:-count]
+        depth = self._checked_depth(items, below[-1] if fills else None)
+        load(self)
+        self._depths[id(self.stack[-1])] = (self.stack[-1], depth)
+    return checked
+
+
+def _data_only_dispatch() -> Dict[int, Callable[[Any], None]]:
+    table = {code: load for code, load in pickle._Unpickler.dispatch.items()  # type: ignore[attr-defined]
+             if code not in _BUFFER_OPCODES}
+    for code, count in _BUILDS.items():
+        table[code] = _nesting_checked(table[code], count, fills=False)
+    for code, count in _FILLS.items():
+        table[code] = _nesting_checked(table[code], count, fills=True)
+    return table
 
 
 class _DataOnlyUnpickler(pickle._Unpickler):
@@ -102,12 +134,41 @@ class _DataOnlyUnpickler(pickle._Unpickler):
     so a pickle cannot make the simulator import or call anything.
 
     The pure-Python unpickler is used on purpose: it reads every counted string
-    through ``_BoundedStream.read`` *before* allocating it, and its opcode table
+    through ``_BoundedStream.read`` *before* allocating it, its opcode table
     can drop the out-of-band buffer opcodes, which allocate the announced size
-    first. Messages here are tiny, so its speed does not matter."""
+    first, and its container opcodes can be checked for nesting *before* they
+    run: hashing a tuple nested a million deep (a dict key) overflows the C
+    stack and kills the process. Containers must be filled before they are used
+    (as ``pickle.dumps`` does for data without cycles), so the nesting counted
+    while building is the real one. Messages here are tiny, so speed does not
+    matter."""
 
-    dispatch = {code: load for code, load in pickle._Unpickler.dispatch.items()
-                if code not in _BUFFER_OPCODES}
+    dispatch = _data_only_dispatch()
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._depths: Dict[int, Tuple[Any, int]] = {}  # id -> (container kept alive, depth)
+        self._used: Dict[int, Any] = {}  # containers already placed in another one
+
+    def _depth(self, item: Any) -> int:
+        entry = self._depths.get(id(item))
+        return entry[1] if entry is not None else 0
+
+    def _checked_depth(self, items: List[Any], container: Any) -> int:
+        """Depth of the container built or filled from ``items``; refuses too deep."""
+        depth = 1 + max((self._depth(item) for item in items), default=0)
+        for item in items:
+            if isinstance(item, (list, dict, set)):
+                self._used[id(item)] = item
+        if container is not None:
+            if id(container) in self._used:
+                raise pickle.UnpicklingError("refused: a container filled after being used "
+                                             "(a recursive structure)")
+            depth = max(depth, self._depth(container))
+        if depth > MAX_NESTING:
+            raise pickle.UnpicklingError(limit_reached(
+                "pickle nested too deep", f"more than {MAX_NESTING} levels of containers"))
+        return depth
 
     def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(f"refused global {module}.{name}: only plain data is accepted")
@@ -122,6 +183,8 @@ def read_pickle(conn: Connection, limit: int):
         return _DataOnlyUnpickler(_BoundedStream(conn, limit)).load()
     except KeyError as error:  # the pure-Python unpickler's answer to an unknown opcode
         raise pickle.UnpicklingError(f"pickle opcode {error} not accepted") from None
+    except IndexError:  # an opcode found fewer items on the stack than it takes
+        raise pickle.UnpicklingError("malformed pickle (stack underflow)") from None
 
 
 Handler = Callable[[Connection], None]
