@@ -4,8 +4,11 @@ recorder programs (kexec, reboot, systemctl) first on PATH proving what ran."""
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -129,6 +132,29 @@ def test_server_down(boot_sim, boot_root, recorder) -> None:
     assert_no_kexec_then_reboot(recorder, done)
     assert "the server cannot be asked" in done.stdout
     assert time.monotonic() - started < 15  # bounded steps, far below the server's 60 s
+
+
+@pytest.mark.parametrize("server_up", [True, False], ids=["kexec-refused", "server-down"])
+def test_a_closed_stdout_still_ends_in_a_plain_reboot(boot_sim, boot_root, recorder, server_up) -> None:
+    """walt-reboot started from an ssh session that went away: writing what it does
+    fails (EPIPE), which must neither stop the fallback reboot nor the log stream."""
+    boot_sim.set_conf(MAC, "kexec.allow", False)
+    if not server_up:
+        boot_sim.stop()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads the output any more
+    env = {key: value for key, value in os.environ.items() if not key.startswith("walt_")}
+    env.update(recorder.env, WALT_NODE_ROOT=str(boot_root))
+    try:
+        done = subprocess.run([sys.executable, "-m", "walt_node", *KEXEC], env=env,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert not recorder.jumped(), recorder.argvs()
+    assert recorder.argvs()[-1:] == [["reboot"]], done.stderr
+    assert done.returncode == -9  # stopped by the recorder's 'reboot', as a real reboot would
+    if server_up:
+        assert "falling back to a normal reboot" in stream_lines(boot_sim)
 
 
 def test_server_down_with_on_failure_exit(boot_sim, boot_root, recorder) -> None:

@@ -173,7 +173,7 @@ def os_reboot(timeout: float = KEXEC_TIMEOUT) -> None:
 def sync_filesystems(paths: Paths, timeout: float) -> bool:
     """sync(2) then syncfs(2) on /persist, in a thread: a hung NFS server must not hang us.
 
-    True when both finished within ``timeout``.
+    True when both finished within ``timeout``; never raises (a reboot goes on).
     """
     done = threading.Event()
 
@@ -182,7 +182,10 @@ def sync_filesystems(paths: Paths, timeout: float) -> bool:
         _syncfs(paths.persist)
         done.set()
 
-    threading.Thread(target=flush, name="sync", daemon=True).start()
+    try:
+        threading.Thread(target=flush, name="sync", daemon=True).start()
+    except RuntimeError:  # no thread left (memory, process limit): reboot without waiting
+        return False
     return done.wait(timeout)
 
 

@@ -44,10 +44,18 @@ class Reporter:
         self.server = None  # ServerAddress once known
 
     def say(self, text: str) -> None:
-        for line in text.splitlines() or [""]:
-            self.out.write(line + "\n")
-            self.lines.append((time.time(), line))
-        self.out.flush()
+        """Print ``text`` and keep it for the log stream; never raises (a reboot
+        must not stop because nobody reads its output any more)."""
+        lines = text.splitlines() or [""]
+        self.lines.extend((time.time(), line) for line in lines)
+        self._print("".join(line + "\n" for line in lines))
+
+    def _print(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):
+            pass  # stdout closed (a dropped ssh session): the log stream still gets the lines
 
     def send_logs(self, stream: str = LOG_STREAM) -> None:
         """Send what was said to the server, within LOG_TIMEOUT; never raises.
@@ -59,16 +67,23 @@ class Reporter:
             return
         lines, self.lines = self.lines, []
         try:
+            self._send(stream, lines)
+        except Exception as error:  # out of memory, no thread left...: the reboot goes on
+            self._print(f"(could not send these lines to the WalT log stream: "
+                        f"{type(error).__name__}: {error})\n")
+
+    def _send(self, stream: str, lines: List[Tuple[float, str]]) -> None:
+        try:
             from walt_node import log as walt_log
         except ImportError:
             walt_log = None
         if walt_log is not None:
+            # a reboot cannot wait for an absent server at exit: what is left stays spooled
+            os.environ["WALT_LOG_EXIT_TIMEOUT"] = "0"
             for ts, line in lines:
                 walt_log.echo(stream, line, ts=ts)
             if not walt_log.flush(timeout=LOG_TIMEOUT):
-                self.out.write(f"(log stream '{stream}' not delivered within {LOG_TIMEOUT:g} s)\n")
-            # a reboot cannot wait for an absent server at exit: what is left stays spooled
-            os.environ["WALT_LOG_EXIT_TIMEOUT"] = "0"
+                self._print(f"(log stream '{stream}' not delivered within {LOG_TIMEOUT:g} s)\n")
             return
         from walt_node.protocols import LogStream, ServerError
 
@@ -77,7 +92,7 @@ class Reporter:
                            timeout=LOG_TIMEOUT) as logs:
                 logs.send(lines)
         except (ServerError, OSError) as error:
-            self.out.write(f"(could not send these lines to the WalT log stream: {error})\n")
+            self._print(f"(could not send these lines to the WalT log stream: {error})\n")
 
 
 # --- the attempt ----------------------------------------------------------
