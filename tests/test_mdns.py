@@ -218,6 +218,23 @@ def test_a_symlinked_hosts_file_stays_a_link(tmp_path):
         f"{ORIGINAL_HOSTS}{HOSTS_BEGIN}\n10.0.0.2\tn2.local n2\n{HOSTS_END}\n"
 
 
+@pytest.mark.root
+def test_a_bind_mounted_hosts_file_is_rewritten_in_place(tmp_path):
+    """Containers bind-mount /etc/hosts: it cannot be renamed over (EBUSY)."""
+    source, hosts = tmp_path / "outside", tmp_path / "hosts"
+    source.write_text(ORIGINAL_HOSTS)
+    hosts.write_text("")
+    script = ("import subprocess, sys\n"
+              "from walt_node.mdns import Peer, update_hosts\n"
+              "subprocess.run(['mount', '--bind', sys.argv[1], sys.argv[2]], check=True)\n"
+              "update_hosts(sys.argv[2], [Peer('n2', 'n2.local', ['10.0.0.2'], {})])\n")
+    subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script,
+                    str(source), str(hosts)], check=True, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
+    assert source.read_text() == f"{ORIGINAL_HOSTS}{HOSTS_BEGIN}\n10.0.0.2\tn2.local n2\n{HOSTS_END}\n"
+    assert hosts.read_text() == ""  # the mount namespace is gone: our own file was never touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts", "outside"]  # no temporary left
+
+
 def test_a_line_appended_to_the_hosts_file_while_the_block_is_rendered_is_kept(tmp_path, monkeypatch):
     hosts = tmp_path / "hosts"
     hosts.write_text(ORIGINAL_HOSTS)
