@@ -313,3 +313,35 @@ def test_cli_end_to_end_in_a_subprocess(node, nbd_server):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{EXPORT_SIZE} bytes" in done.stdout
+
+
+def test_detach_own_leaves_the_swap_walt_init_attached(node, nbd_server, capsys):
+    """walt-init attached nbd0 at boot: the unit's attach did nothing, so its stop
+    (detach --own) must not take that swap away; a plain detach still can."""
+    with open(node.root / "proc/swaps", "a") as swaps:
+        swaps.write("/dev/nbd0 partition 16777212 0 -2\n")
+    status, out = swap(capsys, "attach", "--server", "127.0.0.1", "--nbd-port", str(nbd_server))
+    assert status == 0 and "already attached" in out
+    status, out = swap(capsys, "detach", "--own")
+    assert status == 0 and node.calls() == [], out
+    assert "left the NBD swap on /dev/nbd0 attached" in out
+
+    status, out = swap(capsys, "detach")
+    assert status == 0 and node.calls() == [f"swapoff {node.root}/dev/nbd0",
+                                            f"nbd-client -d {node.root}/dev/nbd0"], out
+
+
+def test_detach_own_stops_only_the_swap_attach_attached(node, nbd_server, capsys):
+    (node.root / "sys/block/nbd0/pid").write_text("77\n")  # walt-init's connection
+    with open(node.root / "proc/swaps", "a") as swaps:
+        swaps.write("/dev/nbd0 partition 16777212 0 -2\n")
+    from walt_node.bounds import Deadline
+    from walt_node.paths import Paths
+    from walt_node.swap import _attach_device
+
+    _attach_device(Paths.from_env(), "127.0.0.1", nbd_server, Deadline(30))  # what attach does
+    dev1 = f"{node.root}/dev/nbd1"
+    status, out = swap(capsys, "detach", "--own")
+    assert status == 0, out
+    assert node.calls()[-2:] == [f"swapoff {dev1}", f"nbd-client -d {dev1}"]
+    assert "/dev/nbd0 " in (node.root / "proc/swaps").read_text()

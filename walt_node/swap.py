@@ -268,12 +268,23 @@ def _grow_overlay(paths: Paths, deadline: Deadline, out) -> None:
     print(f"RAM overlay {target} may now grow to {OVERLAY_SIZE}", file=out or sys.stdout)
 
 
-def detach(paths: Paths, deadline: Deadline, out=None) -> int:
+def detach(paths: Paths, deadline: Deadline, out=None, own: bool = False) -> int:
+    """Detach every NBD swap, or with ``own`` only the one ``attach`` attached (its state
+    file says which): walt-init may have attached one at boot, which is not ours to stop."""
     swapped = swapped_nbd_devices(paths)
     remembered = load_state_device(paths)
-    devices = swapped + [d for d in [remembered] if d and d not in swapped]
+    if own:
+        others = [d for d in swapped if d != remembered]
+        if others:
+            print(f"left the NBD swap on {', '.join(others)} attached: 'walt-node swap attach' did not "
+                  "attach it (walt-init did, at boot?)", file=out or sys.stdout)
+        swapped = [d for d in swapped if d == remembered]
+        devices = [remembered] if remembered else []
+    else:
+        devices = swapped + [d for d in [remembered] if d and d not in swapped]
     if not devices:
-        print("no NBD swap attached; nothing to do", file=out or sys.stdout)
+        print("no NBD swap attached by walt-node; nothing to do" if own else
+              "no NBD swap attached; nothing to do", file=out or sys.stdout)
         return EXIT_OK
     try:
         for device in devices:

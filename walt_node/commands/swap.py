@@ -36,7 +36,9 @@ optional feature of an image).
             then grow the RAM overlay: mount -o remount,size=8G /run/walt/rootfs
             (only if that mount exists). Already attached: says so, exit 0.
             Every step is time-limited and all of them share --timeout.
-  detach    swapoff, nbd-client -d; nothing attached: says so, exit 0
+  detach    swapoff, nbd-client -d; nothing attached: says so, exit 0. With
+            --own only the swap 'attach' attached (what walt-nbd-swap.service
+            stops), never one walt-init attached at boot
   install-prerequisites
             apt-get install the missing packages (nbd-client, util-linux)
 
@@ -60,7 +62,10 @@ def add_arguments(parser) -> None:
         default = DEFAULT_DETACH_TIMEOUT if name == "detach" else DEFAULT_ATTACH_TIMEOUT
         action.add_argument("--timeout", type=float, default=default, metavar="S",
                             help=f"time limit of the whole command (default {default:g})")
-        if name != "detach":
+        if name == "detach":
+            action.add_argument("--own", action="store_true",
+                                help="only the swap 'walt-node swap attach' attached, not walt-init's")
+        else:
             action.add_argument("--server", metavar="IP",
                                 help="NBD server (default: the WalT server, from the node facts)")
             action.add_argument("--nbd-port", type=int, default=None, metavar="PORT",
@@ -90,7 +95,7 @@ def run(args) -> int:
         return install_prerequisites(args.dry_run)
     deadline = Deadline(args.timeout)
     if args.action == "detach":
-        return detach(paths, deadline)
+        return detach(paths, deadline, own=args.own)
     port = args.nbd_port or NBD_DEFAULT_PORT
     server, problem = _server(args)
     if args.action == "status":
