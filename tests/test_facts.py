@@ -5,6 +5,7 @@ clear errors, and the `walt-node facts` command."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,33 @@ def test_facts_command_json_and_missing_facts(tmp_path: Path) -> None:
     text = run_facts(tmp_path, env={"walt_server_rpc_port": "nope"})
     assert text.returncode == 1
     assert "rpc_port" in text.stdout and "'nope'" in text.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (UTS and mount namespaces)")
+def test_running_node_hostname_is_the_kernel_name_not_a_stale_etc_hostname(tmp_path: Path) -> None:
+    """The server deletes /etc/hostname from images; a leftover one must not rename the
+    node (mdns would publish the wrong name). A private UTS namespace names the kernel."""
+    stale = tmp_path / "hostname"
+    stale.write_text("stale-build-name\n")
+    script = ("import json, sys\n"
+              "from walt_node.facts import NodeFacts\n"
+              "from walt_node.mdns import node_identity\n"
+              "facts = NodeFacts()\n"
+              "print(json.dumps([facts.hostname, facts.fact('hostname').source, "
+              "node_identity(facts).hostname]))\n")
+    done = subprocess.run(
+        ["unshare", "--uts", "--mount", "sh", "-ec",
+         'mount --make-rprivate / && hostname kernel-name && mount --bind "$1" /etc/hostname && '
+         'exec "$2" -c "$3"', "sh", str(stale), sys.executable, script],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, WALT_NODE_ROOT="/"))
+    assert done.returncode == 0, done.stderr
+    hostname, source, published = json.loads(done.stdout)
+    assert (hostname, published) == ("kernel-name", "kernel-name")
+    assert "kernel" in source
+
+
+def test_image_tree_hostname_comes_from_its_etc_hostname(node_root: Path) -> None:
+    assert NodeFacts(Paths(node_root)).hostname == "node1"
+    (node_root / "proc/sys/kernel").mkdir(parents=True)
+    (node_root / "proc/sys/kernel/hostname").write_text("booted-name\n")
+    assert NodeFacts(Paths(node_root)).hostname == "booted-name"

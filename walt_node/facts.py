@@ -21,6 +21,7 @@ import re
 import shlex
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from walt_node.paths import Paths
@@ -282,16 +283,24 @@ class NodeFacts:
         return fact
 
     def _fact_hostname(self) -> Fact:
-        def from_etc() -> Optional[str]:
-            try:
-                return self.paths.etc_hostname.read_text().strip() or None
-            except OSError:
-                return None
+        """The kernel's name first: a booted node gets it at early boot, and the server
+        deletes the image's /etc/hostname, a build leftover (docs/protocols.md §11).
+        /etc/hostname only counts for an image tree, which has no kernel of its own."""
+        def read(path: Path) -> Callable[[], Optional[str]]:
+            def value() -> Optional[str]:
+                try:
+                    return path.read_text().strip() or None
+                except OSError:
+                    return None
+            return value
 
+        kernel = self.paths.kernel_hostname
         sources: List[Source] = [self._env_source("walt_node_hostname"),
-                                 (str(self.paths.etc_hostname), from_etc)]
+                                 (f"the kernel ({kernel})", read(kernel))]
         if self.paths.root == Paths().root:
             sources.append(("the kernel (uname)", socket.gethostname))
+        else:
+            sources.append((str(self.paths.etc_hostname), read(self.paths.etc_hostname)))
         return self._lookup("hostname", sources)
 
     # --- convenient accessors ---

@@ -66,7 +66,7 @@ def node_identity(facts) -> Identity:
 
     hostname = facts.hostname.split(".")[0]
     if not valid_hostname(hostname):
-        raise MdnsError(f"hostname '{hostname}' is not a valid DNS label: fix /etc/hostname")
+        raise MdnsError(f"hostname '{hostname}' is not a valid DNS label: give the node a valid name")
     txt: Dict[str, str] = {}
     for key, fact in (("model", "model"), ("image", "image_id"), ("mac", "mac")):
         try:

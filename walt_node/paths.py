@@ -67,7 +67,13 @@ class Paths:
 
     @property
     def etc_hostname(self) -> Path:
+        """Only meaningful in an image tree: the server deletes it when it mounts an image (§11)."""
         return self.under("/etc/hostname")
+
+    @property
+    def kernel_hostname(self) -> Path:
+        """The running kernel's node name (`uname -n`), set at early boot: a node's real name."""
+        return self.under("/proc/sys/kernel/hostname")
 
     @property
     def etc_hosts(self) -> Path:
