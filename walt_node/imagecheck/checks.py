@@ -448,7 +448,9 @@ def check_mdns(context: Context) -> Feature:
 
 def check_walt_node(context: Context) -> Feature:
     feature = Feature("C4", "walt-node installed, its services enabled", False)
-    fix = "pip install walt-node && walt-node-setup (see docs/install.md)"
+    from walt_node.install import INSTALL_COMMANDS
+
+    fix = f"{INSTALL_COMMANDS}, with the wheel built from walt-node's source (see docs/install.md)"
     where = context.system.command("walt-node")
     if where is None:
         return feature.fail("no walt-node command on PATH", fix)
