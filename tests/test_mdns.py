@@ -4,6 +4,7 @@ block logic and the avahi stand-aside on their own."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -280,7 +281,8 @@ HOSTILE_SERVICES = [  # (service, host it claims, addresses)
     ("printer", "printer.local.", ["10.79.0.2"]),  # and so is `printer.local`
     ("self", "NodeA.local.", ["10.79.0.2"]),  # this node's own name
     ("addresses", "addresses.local.", ["0.0.0.0", "127.0.0.1", "224.0.0.251", "255.255.255.255",
-                                       "169.254.7.7", "240.0.0.1", "10.79.0.3"]),
+                                       "169.254.7.7", "240.0.0.1", "10.79.0.0", "10.79.0.255",
+                                       "10.79.0.3"]),
 ]
 
 
@@ -313,7 +315,7 @@ def test_a_hostile_peer_cannot_claim_names_or_addresses_in_the_hosts_file(tmp_pa
     refusals = runs[-1].stderr
     for claim in ("'github.com.local'", "'localhost.local'", "'server.local'", "'printer.local'",
                   "'NodeA.local'", "'0.0.0.0'", "'127.0.0.1'", "'224.0.0.251'", "'255.255.255.255'",
-                  "'169.254.7.7'", "'240.0.0.1'"):
+                  "'169.254.7.7'", "'240.0.0.1'", "'10.79.0.0'", "'10.79.0.255'"):
         assert claim in refusals and "left out of the hosts file" in refusals
 
 
@@ -329,6 +331,8 @@ def test_peers_may_claim_only_free_single_label_local_names_at_unicast_addresses
         Peer("upper", "SERVER.local", ["10.0.0.7"], {}),
         Peer("printer", "printer.local", ["10.0.0.7"], {}),
         Peer("loop", "localhost.local", ["10.0.0.7"], {}),
-    ], taken, refusals.append)
-    assert entries == [("10.0.0.5", ["good.local", "good"]), ("10.0.0.6", ["good.local", "good"])]
-    assert len(refusals) == 5 + 6
+        Peer("net", "net.local", ["10.0.0.0", "10.0.0.255", "10.0.0.7"], {}),
+    ], taken, refusals.append, [ipaddress.IPv4Network("10.0.0.0/24")])
+    assert entries == [("10.0.0.5", ["good.local", "good"]), ("10.0.0.6", ["good.local", "good"]),
+                       ("10.0.0.7", ["net.local", "net"])]
+    assert len(refusals) == 5 + 6 + 2

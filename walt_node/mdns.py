@@ -97,6 +97,16 @@ def local_ipv4_addresses(interface: Optional[str] = None) -> List[str]:
     return sorted(set(addresses))
 
 
+def local_ipv4_networks() -> List[ipaddress.IPv4Network]:
+    """The IPv4 networks of this host's interfaces (their broadcast addresses are no peer's)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        interfaces = [f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"
+                      for msg in ipr.get_addr(family=socket.AF_INET)]
+    return sorted({ipaddress.IPv4Network(interface, strict=False) for interface in interfaces})
+
+
 # ------------------------------------------------------------------ avahi
 
 def avahi_owner(paths: Paths) -> Optional[str]:
@@ -288,7 +298,7 @@ def _name_refusal(hostname: str, taken: AbstractSet[str]) -> Optional[str]:
     return None
 
 
-def _address_refusal(address: str) -> Optional[str]:
+def _address_refusal(address: str, networks: Sequence[ipaddress.IPv4Network]) -> Optional[str]:
     try:
         ip = ipaddress.IPv4Address(address)
     except ValueError:
@@ -296,17 +306,22 @@ def _address_refusal(address: str) -> Optional[str]:
     # link-local too: our publishers never announce one, and it is ambiguous across links
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_reserved:
         return f"{ip} is not a usable unicast address"
+    for network in networks:
+        if network.prefixlen < 31 and ip in (network.network_address, network.broadcast_address):
+            return f"{ip} is not a usable unicast address on the local network {network}"
     return None
 
 
 def hosts_entries(peers: Sequence[Peer], taken: AbstractSet[str] = frozenset(),
-                  refused: Refused = log.warning) -> List[Tuple[str, List[str]]]:
+                  refused: Refused = log.warning,
+                  networks: Sequence[ipaddress.IPv4Network] = ()) -> List[Tuple[str, List[str]]]:
     """(ip, names) lines for what peers may claim (names and addresses come from the network!).
 
     A peer gets ``<name>.local <name>`` for a single DNS label ``<name>``,
     unless the hosts file already gives either name to someone (``taken``:
     localhost, the server, this node...), and only for usable unicast IPv4
-    addresses. Everything left out is reported to ``refused``.
+    addresses (not the network or broadcast address of one of the local
+    ``networks`` either). Everything left out is reported to ``refused``.
     """
     entries = []
     for peer in peers:
@@ -317,7 +332,7 @@ def hosts_entries(peers: Sequence[Peer], taken: AbstractSet[str] = frozenset(),
             continue
         label = peer.hostname.partition(".")[0]
         for address in peer.addresses:
-            reason = _address_refusal(address)
+            reason = _address_refusal(address, networks)
             if reason is not None:
                 refused(f"peer {peer.name!r} announces {peer.hostname!r} at {address!r}: left out of "
                         f"the hosts file ({reason})")
@@ -352,17 +367,19 @@ def render_hosts(text: str, entries: Sequence[Tuple[str, List[str]]]) -> str:
 
 
 def update_hosts(path: Path, peers: Sequence[Peer], own_hostname: Optional[str] = None,
-                 refused: Refused = log.warning) -> bool:
+                 refused: Refused = log.warning,
+                 networks: Sequence[ipaddress.IPv4Network] = ()) -> bool:
     """Rewrite the managed block if it changed; True if the file was written.
 
     The file is edited under a lock, through its real path (a symbolic link
     stays one), and a line another program appends meanwhile is kept
-    (:func:`walt_node.files.edit_locked`). ``own_hostname`` is never claimed.
+    (:func:`walt_node.files.edit_locked`). ``own_hostname`` is never claimed;
+    ``networks`` are the local ones (see :func:`hosts_entries`).
     """
     own = {own_hostname.lower(), f"{own_hostname.lower()}.local"} if own_hostname else set()
 
     def edit(text: str) -> str:
-        return render_hosts(text, hosts_entries(peers, names_outside_block(text) | own, refused))
+        return render_hosts(text, hosts_entries(peers, names_outside_block(text) | own, refused, networks))
 
     return edit_locked(path, edit)
 
@@ -519,7 +536,7 @@ def _refresh(publisher: Publisher, hosts: Optional[HostsKeeper]) -> Optional[flo
 
 def _sync_hosts(paths: Paths, peers: List[Peer], identity: Identity, refused: Refused) -> None:
     try:
-        if update_hosts(paths.etc_hosts, peers, identity.hostname, refused):
+        if update_hosts(paths.etc_hosts, peers, identity.hostname, refused, local_ipv4_networks()):
             log.info("%s: walt-node block updated (%d peer(s) announced)", paths.etc_hosts, len(peers))
     except (HostsFileError, OSError) as error:
         log.error("cannot update %s: %s", paths.etc_hosts, error)

@@ -18,6 +18,7 @@ from walt_node.mdns import (
     PeerWatcher,
     avahi_owner,
     fqdn,
+    local_ipv4_networks,
     new_zeroconf,
     node_identity,
     publish_forever,
@@ -145,7 +146,7 @@ def _run_peers(args) -> int:
         paths = Paths.from_env()
         own = _own_hostname(paths)
         try:
-            update_hosts(paths.etc_hosts, peers, own)
+            update_hosts(paths.etc_hosts, peers, own, networks=local_ipv4_networks())
         except (HostsFileError, OSError) as error:
             print(f"walt-node mdns: cannot update {paths.etc_hosts}: {error}", file=sys.stderr)
             return EXIT_FAILED
