@@ -222,6 +222,26 @@ class Paths:
         return self.under("/etc/systemd/system")
 
     @property
+    def lib_systemd_system(self) -> Path:
+        """Units of installed packages (the Debian package's units live here)."""
+        return self.under("/lib/systemd/system")
+
+    @property
+    def usr_bin(self) -> Path:
+        """Commands of Debian packages (the Debian package's walt-node and python3)."""
+        return self.under("/usr/bin")
+
+    @property
+    def dpkg_info(self) -> Path:
+        """dpkg's database of installed packages (<package>.list: the files it owns)."""
+        return self.under("/var/lib/dpkg/info")
+
+    @property
+    def dpkg_diversions(self) -> Path:
+        """dpkg's diversions: lines path, diverted-to path, package (by threes)."""
+        return self.under("/var/lib/dpkg/diversions")
+
+    @property
     def init_d(self) -> Path:
         return self.under("/etc/init.d")
 

@@ -46,6 +46,14 @@ COMMANDS: Dict[str, Command] = {
 }
 
 
+# Scripts the WalT server calls by absolute path in the image's /bin (docs/protocols.md §7),
+# each running one command: name -> command. Setup and the Debian package install them.
+BIN_SCRIPTS: Dict[str, str] = {
+    "blink": "blink",
+    "walt-reboot": "reboot",
+}
+
+
 def legacy_names() -> Dict[str, str]:
     """Historical program name -> command name."""
     return {program: name for name, command in COMMANDS.items() for program in command.legacy}

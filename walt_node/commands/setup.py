@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec-template", metavar="PATH", action="append", default=[],
                         help="register a file of the image (absolute path) as an image.spec template, in "
                         "which the server replaces %%(server_ip)s and the other walt-env keys; repeatable")
+    parser.add_argument("--hand-over", action="store_true",
+                        help="used by the Debian package walt-node when it is installed: remove what an "
+                        "earlier walt-node-setup (ours or upstream WalT's) installed, except the files the "
+                        "package owns now, and stop the services it replaces")
     parser.add_argument("--install-packages", action="store_true",
                         help="also install the Debian packages the services use "
                         "(lldpd, nbd-client, kexec-tools) with apt-get")
@@ -72,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.hand_over:
+            return _hand_over(args)
         if args.uninstall:
             return _uninstall(args)
         return _install(args)
@@ -102,7 +108,7 @@ def _image(args: argparse.Namespace):
 
 
 def _install(args: argparse.Namespace) -> int:
-    from walt_node.install import environment, packages
+    from walt_node.install import dpkg, environment, packages
     from walt_node.install.installer import Installer
     from walt_node.install.plan import COMMANDS, Target, build_plan
 
@@ -112,6 +118,8 @@ def _install(args: argparse.Namespace) -> int:
     if walt_node is None:
         environment.check_python_env(python, args.system)
         walt_node = environment.default_walt_node(python)
+    if dpkg.package_installed(image):
+        return _leave_to_package(image, walt_node)
     environment.check_walt_node(image, walt_node)
     _check_templates(image, args.spec_template)
     init = environment.detect_init(image) if args.init == "auto" else args.init
@@ -148,6 +156,41 @@ def _unit_dir(systemd_dir: Optional[str]) -> str:
         raise InstallError(f"--systemd-dir {systemd_dir}: give an absolute path inside the image, "
                            f"such as {SYSTEMD_UNIT_DIR}")
     return os.path.normpath(systemd_dir)
+
+
+def _leave_to_package(image, walt_node: str) -> int:
+    """The Debian package walt-node is installed: dpkg manages walt-node here, setup stands aside."""
+    from walt_node.install.dpkg import PACKAGE_WALT_NODE
+
+    if walt_node == PACKAGE_WALT_NODE:
+        _say(f"walt-node is installed in {image.root} by the Debian package walt-node: dpkg installed "
+             "and enabled its units, /bin/blink and the reboot hooks (dpkg -L walt-node lists them); "
+             "nothing to do")
+        return 0
+    raise InstallError(
+        f"the Debian package walt-node is installed in {image.root}: its services run "
+        f"{PACKAGE_WALT_NODE} and dpkg owns their units, /bin/blink and the reboot hooks. Installing "
+        f"{walt_node} over it would make two installations fight; nothing was changed. To use this "
+        "one instead, remove the package first (apt purge walt-node), then rerun walt-node-setup"
+    )
+
+
+def _hand_over(args: argparse.Namespace) -> int:
+    from walt_node.install import dpkg, environment
+    from walt_node.install.installer import Installer
+
+    image = _image(args)
+    package_files = dpkg.package_files(image)
+    if dpkg.PACKAGE_WALT_NODE not in package_files:
+        raise InstallError(f"--hand-over is for the Debian package walt-node, which is not installed in "
+                           f"{image.root}; to remove a walt-node-setup installation, use --uninstall")
+    outcome = Installer(image, _say).hand_over(package_files, dpkg.diversions(image))
+    for line in outcome.changed:
+        _say(line)
+    if outcome.units and environment.systemd_running(image, args.prefix is not None):
+        # the services still run the replaced walt-node: the package's postinst starts its own
+        _systemctl(["stop", *sorted(set(outcome.units))])
+    return 0
 
 
 def _check_templates(image, templates: List[str]) -> None:

@@ -29,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from walt_node import __version__
 from walt_node.files import remove_leftover_temporaries, symlink_atomically, write_atomically
@@ -292,6 +292,61 @@ class Installer:
             journal.parent.rmdir()
         except OSError:
             pass  # absent, or not empty: then not ours to judge
+
+    # ---------------------------------------------------------------- hand over
+    def hand_over(self, package_files: Set[str], diversions: Dict[str, str]) -> Outcome:
+        """Give the image over to the Debian package (its postinst calls this).
+
+        What an earlier `walt-node setup` installed (manifest) and what upstream
+        walt-node's setup installed would shadow the package's files or point at
+        another walt-node: it goes, except what dpkg owns now (``package_files``),
+        which is forgotten. A /bin script that dpkg-divert moved aside
+        (``diversions``: path -> diverted name) was setup's copy: it is deleted, and
+        the image's own original that setup had backed up takes its place, so that
+        removing the package gives it back. The templates registered in image.spec
+        (the maintainer's own files) stay.
+        """
+        with self._locked():
+            return self._hand_over(package_files, diversions)
+
+    def _hand_over(self, package_files: Set[str], diversions: Dict[str, str]) -> Outcome:
+        outcome = Outcome()
+        manifest = Manifest.load(self.image)
+        if manifest is not None:
+            outcome.units = [p.rsplit("/", 1)[1] for p, r in manifest.entries.items() if _is_unit(p, r)]
+            for path in reversed(list(manifest.entries)):
+                if path in package_files:
+                    self._give_to_package(manifest.entries.pop(path), diversions.get(path), outcome)
+                else:
+                    self._remove_entry(manifest, path, outcome)
+            _delete(self.image.host(MANIFEST))
+            remove_leftover_temporaries(self.image.host(MANIFEST))
+            for directory in sorted(manifest.created_dirs, key=lambda d: d.count("/"), reverse=True):
+                if directory not in package_files:
+                    self._remove_dir_if_empty(directory)
+            if manifest.image_spec:
+                templates = ", ".join(manifest.image_spec["templates"])
+                self.say(f"kept {templates} in the templates of {IMAGE_SPEC}")
+        for path in upstream.installed_paths(self.image, []):
+            _delete(self.image.host(path))
+            outcome.changed.append(f"removed upstream walt-node's {path}")
+            if path.endswith(f"/system/{upstream.UNIT}"):
+                outcome.units.append(upstream.UNIT)
+        return outcome
+
+    def _give_to_package(self, record: Dict[str, Any], diverted: Optional[str], outcome: Outcome) -> None:
+        path = record["path"]
+        outcome.changed.append(f"{path} belongs to the Debian package now")
+        if diverted is None:
+            return
+        host = self.image.host(diverted)
+        if os.path.lexists(host) and _unmodified(record, host):
+            _delete(host)  # setup's copy, moved aside by dpkg-divert
+        backup = record.get("backup")
+        if backup and not os.path.lexists(host):
+            os.replace(self.image.host(backup), host)
+            outcome.changed.append(f"the image's own {path} is kept as {diverted}: removing the package "
+                                   "puts it back")
 
     def _remove_log_fifo(self, outcome: Outcome) -> None:
         """Without its reader, the FIFO would block walt-log-echo (protocols §3): remove it.

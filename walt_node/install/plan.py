@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
+from walt_node import commands
 from walt_node.commands import legacy_names
 from walt_node.install import InstallError
 from walt_node.paths import Paths
@@ -27,8 +28,8 @@ BIN_DIR = str(NODE.bin_dir)
 # Directories already on every PATH: no command links needed from there.
 PATH_DIRS = tuple(str(path) for path in NODE.path_dirs)
 COMMANDS = ("walt-node", *legacy_names())
-# Scripts of the package's data/bin installed in the image's /bin (§7 of the protocols).
-BIN_SCRIPTS = ("blink", "walt-reboot")
+# Scripts of the package's data/bin installed in the image's /bin (docs/protocols.md §7).
+BIN_SCRIPTS = tuple(commands.BIN_SCRIPTS)
 
 
 @dataclass(frozen=True)
