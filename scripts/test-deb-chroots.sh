@@ -64,7 +64,7 @@ run_piuparts() {  # run_piuparts SUITE
     prevrepo=$work/previous-repo
     rm -rf "$prevrepo" && mkdir -p "$prevrepo"
     cp "$(previous_deb)" "$prevrepo/"
-    (cd "$prevrepo" && dpkg-scanpackages . /dev/null >Packages)
+    (cd "$prevrepo" && dpkg-scanpackages . /dev/null >Packages 2>/dev/null)
     say "piuparts on $suite: install/purge, upgrade from $(basename "$(ls "$prevrepo"/*.deb)")"
     timeout 1800 piuparts --basetgz "$base" --distribution "$suite" --mirror "$mirror main" \
         --bindmount "$prevrepo" --extra-repo "deb [trusted=yes] file://$prevrepo ./" \

@@ -124,7 +124,8 @@ check_package_installed() {  # the state every scenario must end with
         fail "$scenario: $link shadows the package's commands"
     done
     [ -e "$root/var/lib/walt-node" ] && fail "$scenario: walt-node-setup's state was left behind"
-    [ "$(in_root "$root" walt-node --version)" = "walt-node $version" ] || fail "$scenario: walt-node --version"
+    # Debian's epoch "1:" is PEP 440's "1!"
+    [ "$(in_root "$root" walt-node --version)" = "walt-node ${version/:/!}" ] || fail "$scenario: walt-node --version"
     in_root "$root" /bin/blink --help >/dev/null || fail "$scenario: /bin/blink --help"
     in_root "$root" /bin/walt-reboot --help >/dev/null || fail "$scenario: /bin/walt-reboot --help"
     in_root "$root" walt-node-setup | grep -q "nothing to do" || fail "$scenario: walt-node-setup did not stand aside"
