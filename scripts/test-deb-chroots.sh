@@ -35,8 +35,8 @@ fail() { echo "test-deb-chroots: FAILED: $*" >&2; exit 1; }
 cleanup() {
     local i
     [ -n "$container" ] && kill "$container" 2>/dev/null && wait "$container" 2>/dev/null
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
-    rm -rf "$work"
+    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}"; done
+    rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 [ "$(id -u)" = 0 ] || fail "run as root"
@@ -68,7 +68,7 @@ run_piuparts() {  # run_piuparts SUITE
     say "piuparts on $suite: install/purge, upgrade from $(basename "$(ls "$prevrepo"/*.deb)")"
     timeout 1800 piuparts --basetgz "$base" --distribution "$suite" --mirror "$mirror main" \
         --bindmount "$prevrepo" --extra-repo "deb [trusted=yes] file://$prevrepo ./" \
-        --no-eatmydata --keep-sources-list --warn-on-debsums-errors \
+        --no-eatmydata --warn-on-debsums-errors \
         --log-file "$work/piuparts-$suite.log" "$deb" >/dev/null 2>&1 \
         || { grep -E 'FAIL|ERROR|left|owned' "$work/piuparts-$suite.log" | tail -30 >&2
              tail -40 "$work/piuparts-$suite.log" >&2; fail "piuparts on $suite"; }

@@ -13,6 +13,7 @@
 #                installing the package succeeds and ends with the package's service.
 # Then piuparts and autopkgtest (scripts/test-deb-chroots.sh) unless --quick.
 # Needs root. Usage: scripts/test-deb.sh [--keep] [--quick] [--suite SUITE]
+# (DEB_SUITES: the suites of piuparts and autopkgtest, default "bookworm bullseye")
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 keep= quick= suite=bookworm
@@ -35,10 +36,16 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "test-deb: $*"; }
 fail() { echo "test-deb: FAILED: $*" >&2; exit 1; }
 
-cleanup() {
+unmount_all() {
     local i
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
-    if [ -n "$keep" ]; then say "work directory kept: $work"; else rm -rf "$work"; fi
+    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}"; done
+    mounts=()
+}
+
+cleanup() {
+    unmount_all
+    # never through a mount point (the chroots bind /dev): --one-file-system
+    if [ -n "$keep" ]; then say "work directory kept: $work"; else rm -rf --one-file-system "$work"; fi
 }
 trap cleanup EXIT
 
@@ -76,19 +83,20 @@ grep -q '^/etc/systemd' "$work/contents" && fail "the package ships files in /et
 # ------------------------------------------------------------------ chroots
 testbed=$("$repo/scripts/debian-cache.sh" "$suite" testbed)
 
-fresh_root() {  # a writable copy-on-write root over the cached testbed, with the .deb in /tmp
+fresh_root() {  # sets $root: a writable copy-on-write root over the cached testbed, the .deb in /tmp
     local dir
+    unmount_all  # the previous scenario's root
     dir=$(mktemp -d "$work/root.XXXXXX")
     mkdir "$dir/upper" "$dir/work" "$dir/root"
-    mount -t overlay overlay -o "lowerdir=$testbed,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
-    mounts+=("$dir/root")
-    mount -t proc proc "$dir/root/proc"; mounts+=("$dir/root/proc")
-    mount --bind /dev "$dir/root/dev"; mounts+=("$dir/root/dev")
-    cp "$deb" "$dir/root/tmp/"
+    root=$dir/root
+    mount -t overlay overlay -o "lowerdir=$testbed,upperdir=$dir/upper,workdir=$dir/work" "$root"
+    mounts+=("$root")
+    mount -t proc proc "$root/proc"; mounts+=("$root/proc")
+    mount --bind /dev "$root/dev"; mounts+=("$root/dev")
+    cp "$deb" "$root/tmp/"
     # what a chroot must do: no service starts (deb-systemd-invoke honours it)
-    printf '#!/bin/sh\nexit 101\n' >"$dir/root/usr/sbin/policy-rc.d"
-    chmod 755 "$dir/root/usr/sbin/policy-rc.d"
-    echo "$dir/root"
+    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+    chmod 755 "$root/usr/sbin/policy-rc.d"
 }
 
 in_root() {  # in_root ROOT COMMAND...: run in the chroot with a clean environment
@@ -134,7 +142,7 @@ check_package_installed() {  # the state every scenario must end with
 
 scenario=fresh
 say "scenario $scenario"
-root=$(fresh_root)
+fresh_root
 before=$(walt_state "$root")
 install_deb "$root"
 check_package_installed "$root"
@@ -147,7 +155,7 @@ after=$(walt_state "$root")
 
 scenario=own-blink
 say "scenario $scenario"
-root=$(fresh_root)
+fresh_root
 printf '#!/bin/sh\necho the image blinks its own way\n' >"$root/bin/blink"
 chmod 755 "$root/bin/blink"
 install_deb "$root"
@@ -160,7 +168,7 @@ in_root "$root" dpkg-divert --list | grep -q walt-node && fail "$scenario: diver
 
 scenario=after-setup
 say "scenario $scenario"
-root=$(fresh_root)
+fresh_root
 # the project's venv (scripts/setup-dev.sh) has pip and setuptools; Debian's python3 may lack pip
 (cd "$work/src" && "$repo/.venv/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$work/wheel" . \
     >"$work/wheel.log" 2>&1) || { cat "$work/wheel.log"; fail "building the wheel"; }
@@ -189,7 +197,7 @@ else
         "$repo/.venv/bin/python" -m pip download -q --disable-pip-version-check -d "$wheels" walt-node==10.0 >/dev/null
         echo "walt-node==10.0" >"$wheels/.complete"
     fi
-    root=$(fresh_root)
+    fresh_root
     mkdir -p "$root/tmp/wheels" && cp "$wheels"/*.whl "$root/tmp/wheels/"
     before=$(walt_state "$root")
     in_root "$root" python3 -m venv /opt/walt
@@ -210,5 +218,6 @@ fi
 
 say "OK: built, lintian clean, dpkg owns the files, coexists with walt-node-setup and upstream ($suite)"
 if [ -z "$quick" ] && [ -x "$repo/scripts/test-deb-chroots.sh" ]; then
-    "$repo/scripts/test-deb-chroots.sh" "$deb"
+    # shellcheck disable=SC2086  # DEB_SUITES: a list
+    "$repo/scripts/test-deb-chroots.sh" "$deb" ${DEB_SUITES:-bookworm bullseye}
 fi

@@ -115,11 +115,11 @@ def _install(args: argparse.Namespace) -> int:
     image = _image(args)
     walt_node = args.walt_node
     python = environment.PythonEnv.current()
+    if dpkg.package_installed(image):  # before the checks of a pip installation: dpkg's turf
+        return _leave_to_package(image, walt_node or environment.default_walt_node(python))
     if walt_node is None:
         environment.check_python_env(python, args.system)
         walt_node = environment.default_walt_node(python)
-    if dpkg.package_installed(image):
-        return _leave_to_package(image, walt_node)
     environment.check_walt_node(image, walt_node)
     _check_templates(image, args.spec_template)
     init = environment.detect_init(image) if args.init == "auto" else args.init
