@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write host, ports, pid and records path here (JSON) once listening")
     parser.add_argument("--records", type=Path, metavar="F",
                         help="append every log line and API call to this JSON-lines file")
+    parser.add_argument("--lenient-logs", action="store_true",
+                        help="read log streams line by line, replacing bad UTF-8 and keeping "
+                             "lines without a valid stamp (a WalT 10 server, and the simulator "
+                             "by default, closes such streams: docs/protocols.md section 11)")
     parser.add_argument("--show-logs", action="store_true",
                         help="print each received log line live, like 'walt log show --realtime'")
     actions = parser.add_subparsers(dest="action", metavar="{bind,conf,show}")
@@ -136,7 +140,7 @@ def _run_simulator(args: argparse.Namespace, config: Any) -> int:
     try:
         sim = Simulator(config, host=args.host, logs_port=args.logs_port,
                         rpc_port=args.rpc_port, http_port=args.http_port,
-                        records_path=args.records,
+                        records_path=args.records, lenient_logs=args.lenient_logs,
                         show_logs=sys.stdout if args.show_logs else None)
         sim.start()
     except OSError as error:

@@ -24,12 +24,15 @@ class Simulator:
 
     def __init__(self, config: Optional[SimConfig] = None, host: str = "127.0.0.1",
                  logs_port: int = 0, rpc_port: int = 0, http_port: int = 0,
-                 records_path: Optional[Path] = None, show_logs: Optional[IO[str]] = None):
+                 records_path: Optional[Path] = None, show_logs: Optional[IO[str]] = None,
+                 lenient_logs: bool = False):
         self.config = config or SimConfig()
         self.host = host
         self.inventory = Inventory(self.config)
         self.records = Records(records_path, show_logs)
-        self._logs = TcpService("logs", host, logs_port, LogsPort(self.inventory, self.records))
+        # lenient_logs: read log streams line by line, forgiving what a WalT 10 server refuses
+        self._logs = TcpService("logs", host, logs_port,
+                                LogsPort(self.inventory, self.records, lenient_logs))
         self._rpc = TcpService("rpc", host, rpc_port, ApiPort(self.inventory, self.records))
         self._web = WebService(host, http_port, self.inventory)
         self.running = False

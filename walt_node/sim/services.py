@@ -2,7 +2,9 @@
 
 - logs port: the first line names the request: ``REQ_NEW_INCOMING_LOGS`` / ``0``
   (a log stream) or ``12`` / ``REQ_FAKE_TFTP_GET`` (a boot file); anything else
-  is closed without an answer.
+  is closed without an answer. A log stream is read as a WalT 10 server reads
+  it (:class:`StrictLogStream`, docs/protocols.md §11); the friendlier reader
+  of earlier simulator versions (:class:`LogStreamReceiver`) is an option.
 - rpc port: ``REQ_API_SESSION`` / ``10``, then an NSAPI or VSAPI session whose
   request lines are read with ``ast.literal_eval`` (never ``eval``).
 """
@@ -28,7 +30,8 @@ MAX_API_LINE = 1 << 20
 MAX_PICKLE = 1 << 20
 TFTP_TIMEOUT = 10.0
 FUTURE_TOLERANCE = 1.0
-PAST_LIMIT = 10 * 365.25 * 86400
+PAST_LIMIT = 10 * 365 * 86400  # ten years of 365 days, as the WalT 10 server counts
+READ_SIZE = 8192               # the WalT 10 server's reads on a log stream
 DISCONNECTED = "<disconnected!>"
 TRUNCATED = " <line too long: truncated by walt-node sim>"
 
@@ -44,12 +47,15 @@ def _decode(raw: bytes) -> str:
 # ------------------------------------------------------------------ logs port
 
 class LogsPort:
-    def __init__(self, inventory: Inventory, records: Records):
+    def __init__(self, inventory: Inventory, records: Records, lenient_logs: bool = False):
         self.inventory, self.records = inventory, records
+        self.lenient_logs = lenient_logs
 
     def __call__(self, conn: Connection) -> None:
         try:
-            request = conn.readline(REQUEST_LINE_LIMIT)
+            # byte-exact, as the server reads its request lines: a log stream's
+            # reads must start right after its header
+            request = conn.readline(REQUEST_LINE_LIMIT, exact=True)
         except LineTooLong:
             return
         if request is None:
@@ -64,11 +70,14 @@ class LogsPort:
 
     def _log_stream(self, conn: Connection) -> None:
         try:
-            stream_line = conn.readline(REQUEST_LINE_LIMIT)
-            mode_line = conn.readline(REQUEST_LINE_LIMIT)
+            stream_line = conn.readline(REQUEST_LINE_LIMIT, exact=True)
+            mode_line = conn.readline(REQUEST_LINE_LIMIT, exact=True)
         except LineTooLong:
             return
         if stream_line is None or mode_line is None:
+            return
+        if not self.lenient_logs:
+            self._strict_log_stream(conn, stream_line, mode_line)
             return
         mode = _decode(mode_line).strip()
         if mode not in ("TIMESTAMPS_INSIDE", "NO_TIMESTAMPS"):
@@ -88,8 +97,99 @@ class LogsPort:
                 return
 
 
+    def _strict_log_stream(self, conn: Connection, stream_line: bytes, mode_line: bytes) -> None:
+        try:
+            name = stream_line.strip().decode("utf-8")
+        except UnicodeDecodeError:  # the real server fails here too (and drops the stream)
+            log.info("logs port: stream name is not UTF-8 from %s, closing", conn.peer_ip)
+            return
+        stream = StrictLogStream(self.inventory.issuer_of(conn.peer_ip), name,
+                                 mode_line.strip() != b"NO_TIMESTAMPS", self.records)
+        while True:
+            data = conn.recv(READ_SIZE)
+            if not data and conn.killed:
+                return  # the simulator itself dropped it: the server is the one going away
+            if stream.read(data) is not None:
+                return
+
+
+class StrictLogStream:
+    """A log stream as a WalT 10 server reads it (docs/protocols.md §2, §11).
+
+    Each read (up to 8 KiB) is decoded on its own as strict UTF-8, after the
+    unterminated line the previous reads left. Then:
+
+    - a character cut between two reads, or (timestamps inside) a line whose
+      first word is not a number, closes the stream: nothing of that read, nor
+      the unterminated line before it, is stored;
+    - ``CLOSE`` ends the stream only as the last line of a read; elsewhere it
+      is a line like any other (so, timestamps inside, an error);
+    - the end of the connection adds ``<disconnected!>`` to the unterminated
+      line (timestamps inside, that is not a number: an error, nothing stored);
+    - trailing NUL characters of a line and of its stamp are dropped;
+    - a stamp more than 1 s ahead or more than ten years (of 365 days) behind
+      the time of the read is replaced by it; NaN is kept.
+
+    A line longer than ``MAX_LOG_LINE`` is cut and marked (the real server
+    would hold it in memory whole): the simulator's memory stays bounded.
+    """
+
+    def __init__(self, issuer: str, stream: str, timestamps: bool, records: Records):
+        self.issuer, self.stream, self.timestamps = issuer, stream, timestamps
+        self.records = records
+        self.partial = ""
+        self.discarding = False  # inside the rest of a cut line
+
+    def read(self, data: bytes, now: Optional[float] = None) -> Optional[str]:
+        """One read (b"" when the peer closed); None to go on, else why the stream ended:
+        "close" (CLOSE, or disconnection recorded) or "error"."""
+        now = time.time() if now is None else now
+        if not data:
+            data = b"<disconnected!>\nCLOSE\n"
+        try:
+            text = self.partial + data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "error"
+        lines = [line.rstrip("\0") for line in text.split("\n")]
+        if self.discarding:
+            self.discarding = len(lines) == 1
+            lines[:1] = [""] if self.discarding else []
+        closed = lines[-2:] == ["CLOSE", ""]
+        if closed:
+            del lines[-2:]
+        else:
+            self.partial = lines.pop()
+            if len(self.partial) > MAX_LOG_LINE:
+                lines.append(self.partial[:MAX_LOG_LINE] + TRUNCATED)
+                self.partial, self.discarding = "", True
+        if not lines:
+            return "close" if closed else None
+        try:
+            batch = self._records(lines, now)
+        except ValueError:
+            return "error"
+        self.records.add_logs(batch)
+        return "close" if closed else None
+
+    def _records(self, lines: List[str], now: float) -> List[LogRecord]:
+        issuer, stream, make = self.issuer, self.stream, LogRecord
+        if not self.timestamps:
+            return [make(issuer, stream, now, line, now) for line in lines]
+        low, high = now - PAST_LIMIT, now + FUTURE_TOLERANCE
+        batch = []
+        for line in lines:
+            stamp, _, text = line.partition(" ")
+            ts = float(stamp.rstrip("\0"))  # ValueError: the whole read is refused
+            if ts < low or ts > high:
+                ts = now
+            batch.append(make(issuer, stream, ts, text.rstrip("\0"), now))
+        return batch
+
+
 class LogStreamReceiver:
-    """Turns received bytes into log records, splitting lines in bulk per chunk."""
+    """The lenient reader (``lenient_logs``): turns received bytes into log records,
+    splitting lines in bulk per chunk, replacing undecodable bytes, keeping lines
+    without a valid stamp whole (stamped on reception)."""
 
     def __init__(self, issuer: str, stream: str, timestamps: bool, records: Records):
         self.issuer, self.stream, self.timestamps = issuer, stream, timestamps

@@ -29,19 +29,29 @@ class Connection:
         self.killed = False
         self.buffer = b""
 
-    def recv(self) -> bytes:
+    def recv(self, size: int = RECV_SIZE) -> bytes:
         """Next chunk ('' at end of stream or if the connection broke)."""
         try:
-            return self.sock.recv(RECV_SIZE)
+            return self.sock.recv(size)
         except OSError:
             return b""
 
-    def readline(self, limit: int) -> Optional[bytes]:
-        """One line without its ``\\n``; None at end of stream; LineTooLong past ``limit``."""
+    def _recv_to_newline(self, limit: int) -> bytes:
+        """Bytes up to the first newline at most, never beyond it (peeked first)."""
+        try:
+            peeked = self.sock.recv(limit + 1, socket.MSG_PEEK)
+        except OSError:
+            return b""
+        end = peeked.find(b"\n") + 1
+        return self.recv(end or len(peeked)) if peeked else b""
+
+    def readline(self, limit: int, exact: bool = False) -> Optional[bytes]:
+        """One line without its ``\\n``; None at end of stream; LineTooLong past ``limit``.
+        ``exact``: read nothing past the line (what follows stays in the socket)."""
         while b"\n" not in self.buffer:
             if len(self.buffer) > limit:
                 raise LineTooLong()
-            chunk = self.recv()
+            chunk = self._recv_to_newline(limit) if exact else self.recv()
             if not chunk:
                 return None
             self.buffer += chunk
