@@ -17,8 +17,10 @@ from typing import Iterator, Tuple
 
 import pytest
 from support.kexec import (
+    DEFAULT_ID,
     DEFAULT_IMAGE,
     MAC,
+    NODE_IP,
     OTHER_ID,
     OTHER_IMAGE,
     SIM_GATEWAY,
@@ -36,7 +38,7 @@ from support.kexec import (
 
 from walt_node.reboot.binding import parse_allow, same_image_id
 from walt_node.reboot.kexec import initrd_kind, kernel_kind
-from walt_node.sim import SimImage, Simulator
+from walt_node.sim import SimConfig, SimImage, SimNode, Simulator
 
 KEXEC = ["ipxe-kexec-reboot", "--grace", "0.3"]
 
@@ -403,3 +405,37 @@ def test_a_binding_change_while_preparing_stops_the_kexec(boot_sim, boot_root, r
         prepare(Paths(boot_root), Reporter(out), Deadline(20), tmp_path, Options())
     assert checks == [DEFAULT_IMAGE, OTHER_IMAGE]
     assert recorder.argvs() == []  # nothing loaded, nothing run
+
+
+# ------------------------------------------------------------ hostile text from the server
+
+HOSTILE_NAME = "node1\x1b[2J\nFAKE: kexec allowed, image verified"
+
+
+def test_text_from_the_server_is_printed_escaped(tmp_path, recorder) -> None:
+    """The node name (web API) and the scripts' echo/cmdline are the server's words:
+    terminal escapes and newlines faking a line are shown escaped by ipxe-plan and by the
+    kexec reboot (stdout and its log stream)."""
+    boot = tmp_path / "image" / "boot" / "pc-x86-64"
+    boot.mkdir(parents=True)
+    (boot / "start.ipxe").write_text("#!ipxe\necho \x1b]0;owned\x07\n"
+                                     "kernel /k console=${hostname}\ninitrd /i\nboot\n")
+    (boot / "k").write_bytes(model_file("default", "vmlinuz"))
+    (boot / "i").write_bytes(model_file("default", "initrd.img"))
+    config = SimConfig(nodes=[SimNode(mac=MAC, name=HOSTILE_NAME, ip=NODE_IP, model="pc-x86-64",
+                                      image=DEFAULT_IMAGE, conf={})],
+                       images=[SimImage(fullname=DEFAULT_IMAGE, id=DEFAULT_ID,
+                                        boot_dir=tmp_path / "image" / "boot")])
+    with Simulator(config, host="127.0.0.1") as sim:
+        root = prepare_node_root(tmp_path / "root", sim)
+        plan = run_walt_node(["ipxe-plan"], root, recorder)
+        reboot = run_walt_node(KEXEC, root, recorder)
+        records = sim.wait_for_logs(lambda recs: any("rebooting with" in r.line for r in recs))
+        logged = "\n".join(r.line for r in records if r.stream == "walt-reboot")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert recorder.jumped(), reboot.stdout
+    for output in (plan.stdout, reboot.stdout, logged):
+        assert "\x1b" not in output and "\x07" not in output
+        assert not any(line.lstrip().startswith("FAKE") for line in output.splitlines())
+        assert "node1\\x1b[2J\\nFAKE: kexec allowed" in output
+    assert "echo: \\x1b]0;owned\\x07" in plan.stdout

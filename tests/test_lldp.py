@@ -15,6 +15,7 @@ from typing import Callable, List, Tuple
 
 import pytest
 from support.netns import Netns, requires_netns, veth_link, wait_until
+from support.trickle import TrickleServer
 
 from walt_node.lldp import Neighbor, Reporter, parse_neighbors
 
@@ -165,6 +166,39 @@ def test_report_skips_and_counts_a_neighbour_whose_chassis_is_not_a_mac(lldp_lin
     assert "reported 0" in done.stdout and "skipped 1" in done.stdout
     assert "chassis id is not a MAC (type 'local')" in done.stdout
     assert lldp_calls(simulator) == []
+
+
+@pytest.mark.root
+@requires_netns
+@requires_lldpd
+def test_report_timeout_bounds_the_whole_report_against_a_trickling_server(lldp_link):
+    """The server answers a byte every 0.2 s: no read ever times out, but --timeout 1
+    bounds the whole report (connect, session, call), so the report gives up while the
+    server is still trickling."""
+    _, node_sock, _ = lldp_link
+    assert wait_until(see_switch(node_sock, node_env(1), HOSTILE_PORT), 15)
+    reply = b"10\n" + b"('RESULT', None)" + b" " * 40 + b"\n"
+    with TrickleServer(reply, interval=0.2) as server:
+        done = walt_node("lldp", "report", "--lldpd-socket", str(node_sock), "--timeout", "1",
+                         env=node_env(server.port), timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "no answer in time" in done.stderr
+        assert server.accepted >= 1 and server.wait_all_finished()
+        assert server.completed == 0, f"the report waited for the whole trickle: {server.sent}"
+
+
+@pytest.mark.root
+@requires_netns
+@requires_lldpd
+def test_neighbors_table_shows_what_the_switch_announces_escaped(lldp_link):
+    sw_sock, node_sock, _ = lldp_link
+    env = node_env(1)
+    lldpcli(sw_sock, "configure", "system", "hostname", "sw\x1b[2J\x1b]0;owned\x07")
+    assert wait_until(lambda: any("owned" in n["system_name"] for n in neighbors_json(node_sock, env)), 15)
+    done = walt_node("lldp", "neighbors", "--lldpd-socket", str(node_sock), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "sw\\x1b[2J\\x1b]0;owned\\x07" in done.stdout
 
 
 def test_report_without_lldpd_says_so(tmp_path):

@@ -336,3 +336,30 @@ def test_peers_may_claim_only_free_single_label_local_names_at_unicast_addresses
     assert entries == [("10.0.0.5", ["good.local", "good"]), ("10.0.0.6", ["good.local", "good"]),
                        ("10.0.0.7", ["net.local", "net"])]
     assert len(refusals) == 5 + 6 + 2
+
+
+@pytest.mark.root
+@requires_netns
+def test_a_peers_txt_data_is_printed_escaped(tmp_path):
+    """TXT values are the peer's own words: terminal escapes and newlines that would
+    fake a line of the table are shown escaped."""
+    txt = {"model": "\x1b]0;owned\x07\x1b[2J", "image": "f00d\nFAKE 10.0.0.1 trusted-node", "mac": "m"}
+    spec = json.dumps([dict(name="tricky", server="tricky.local.", addresses=["10.78.0.2"], txt=txt)])
+    with veth_link(("10.78.0.1/24", "10.78.0.2/24")) as (node, lan, _, _):
+        peer = lan.popen([sys.executable, "-m", "support.mdns_peer", spec], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=f"{REPO}/tests:{REPO}"))
+        assert peer.stdout.readline() == "ready\n"
+        runs = []
+
+        def listed() -> bool:  # the positive event: the table shows the peer
+            runs.append(mdns(node, node_env(tmp_path, NODES["a"]), "peers", "--timeout", "2"))
+            assert runs[-1].returncode == 0, runs[-1].stderr
+            return "tricky" in runs[-1].stdout
+
+        assert wait_until(listed, 60, step=0)
+        peer.stdin.close()
+    table = runs[-1].stdout
+    assert "\x1b" not in table and "\x07" not in table
+    assert not any(line.startswith("FAKE") for line in table.splitlines())
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in table and "f00d\\nFAKE 10.0.0.1 trusted-node" in table

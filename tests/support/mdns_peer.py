@@ -1,7 +1,8 @@
 """A LAN peer that announces whatever it is told, with real python-zeroconf.
 
 Run as ``python -m support.mdns_peer SPEC`` (SPEC: JSON list of
-``{"name": service instance, "server": host name, "addresses": [IPv4...]}``)
+``{"name": service instance, "server": host name, "addresses": [IPv4...]}``, and
+optionally ``"txt": {key: value}``)
 inside a network namespace: it registers each as a ``_walt-node._tcp``
 service, prints ``ready``, and keeps announcing until stdin closes.
 """
@@ -23,7 +24,7 @@ def main(spec: str) -> None:
         for service in json.loads(spec):
             zc.register_service(ServiceInfo(
                 SERVICE_TYPE, f"{service['name']}.{SERVICE_TYPE}", port=12346,
-                server=service["server"], properties={"model": "hostile"},
+                server=service["server"], properties=service.get("txt", {"model": "hostile"}),
                 addresses=[socket.inet_aton(a) for a in service["addresses"]]))
         print("ready", flush=True)
         sys.stdin.read()

@@ -73,6 +73,7 @@ def _local_variables() -> Dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from walt_node.reboot.ipxe import IpxeError, interpret
+    from walt_node.text import printable
 
     try:
         overrides = parse_assignments(args.assignments)
@@ -93,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
             variables.update(overrides)
         plan = interpret(fetch, variables, args.start)
     except IpxeError as error:
-        sys.stderr.write(f"iPXE script error: {error}\n")
+        sys.stderr.write(f"iPXE script error: {printable(str(error))}\n")
         return 1
     except _Unavailable as error:
-        sys.stderr.write(f"{error}\n")
+        sys.stderr.write(f"{printable(str(error))}\n")
         return 1
     for message in plan.messages:
-        print(f"echo: {message}")
+        print(f"echo: {printable(message)}")
     print(plan.describe())
     return 0
 

@@ -24,6 +24,7 @@ from walt_node.lldp import (
     read_neighbors,
     server_session,
 )
+from walt_node.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,10 @@ def _print_table(neighbors: List[Neighbor]) -> None:
         print("no LLDP neighbour")
         return
     print(f"{'INTERFACE':<12} {'SWITCH MAC':<17}  {'PORT ID':<20} {'SYSTEM':<16} STATUS")
-    for n in neighbors:
-        status = n.problem or "usable"
-        print(f"{n.interface:<12} {n.chassis_id:<17}  {n.port_id!r:<20} {n.system_name:<16} {status}")
+    for n in neighbors:  # every field is what the switch announced: shown escaped
+        status = printable(n.problem or "usable")
+        print(f"{printable(n.interface):<12} {printable(n.chassis_id):<17}  {n.port_id!r:<20} "
+              f"{printable(n.system_name):<16} {status}")
 
 
 def _run_neighbors(args) -> int:

@@ -27,6 +27,7 @@ from walt_node.mdns import (
 )
 from walt_node.paths import Paths
 from walt_node.service import on_stop_signals
+from walt_node.text import printable
 
 DESCRIPTION = """\
 Publish this node as <hostname>.local with mDNS, resolve names, and list the
@@ -139,9 +140,10 @@ def _run_peers(args) -> int:
         print("no WalT node announces itself")
     else:
         print(f"{'NAME':<20} {'ADDRESS':<16} {'MODEL':<16} {'MAC':<17}  IMAGE")
-        for p in peers:
-            print(f"{p.name:<20} {','.join(p.addresses):<16} {p.txt.get('model', ''):<16} "
-                  f"{p.txt.get('mac', ''):<17}  {p.txt.get('image', '')}")
+        for p in peers:  # names and TXT values are what a LAN peer announced: shown escaped
+            print(f"{printable(p.name):<20} {printable(','.join(p.addresses)):<16} "
+                  f"{printable(p.txt.get('model', '')):<16} {printable(p.txt.get('mac', '')):<17}  "
+                  f"{printable(p.txt.get('image', ''))}")
     if args.hosts:
         paths = Paths.from_env()
         own = _own_hostname(paths)

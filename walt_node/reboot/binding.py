@@ -18,6 +18,7 @@ from typing import Any, List, Optional
 
 from walt_node.bounds import Deadline
 from walt_node.facts import ServerAddress
+from walt_node.text import printable
 
 STEP_TIMEOUT = 4.0
 _TRUE = ("1", "true", "yes", "on")
@@ -50,15 +51,17 @@ class Binding:
         return same_image_id(self.image_id, self.booted_image_id)
 
     def summary(self) -> str:
-        name = self.node_name or self.mac
+        """One line for people; the server's names are shown with control characters escaped."""
+        name = printable(self.node_name or self.mac)
+        image = printable(self.image)
         keeps = self.keeps_image
         if keeps is True:
-            verdict = f"the reboot keeps the image {self.image}"
+            verdict = f"the reboot keeps the image {image}"
         elif keeps is False:
-            verdict = (f"the reboot CHANGES the image: booted {self.booted_image_id[:12]}, "
-                       f"now bound to {self.image} ({self.image_id[:12]})")
+            verdict = (f"the reboot CHANGES the image: booted {printable(self.booted_image_id[:12])}, "
+                       f"now bound to {image} ({printable(self.image_id[:12])})")
         else:
-            verdict = (f"the node is now bound to {self.image}; whether that is the booted image "
+            verdict = (f"the node is now bound to {image}; whether that is the booted image "
                        "is unknown (" + ("no image id from the server"
                                          if self.booted_image_id else "booted image id unknown")
                        + ")")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from walt_node.bounds import limit_reached
+from walt_node.text import printable
 
 MAX_CHAIN_DEPTH = 16
 MAX_EXPANSIONS = 1000
@@ -129,13 +130,14 @@ class BootPlan:
         return self.kernel.args
 
     def describe(self) -> str:
-        lines = [f"kernel:  {self.kernel.location} ({len(self.kernel.data)} bytes)"]
+        """For people; what came from scripts is shown with control characters escaped."""
+        lines = [f"kernel:  {printable(str(self.kernel.location))} ({len(self.kernel.data)} bytes)"]
         for initrd in self.initrds:
-            lines.append(f"initrd:  {initrd.location} ({len(initrd.data)} bytes)")
+            lines.append(f"initrd:  {printable(str(initrd.location))} ({len(initrd.data)} bytes)")
         if not self.initrds:
             lines.append("initrd:  (none)")
-        lines.append(f"cmdline: {self.cmdline}")
-        lines.append("scripts: " + " -> ".join(self.scripts))
+        lines.append(f"cmdline: {printable(self.cmdline)}")
+        lines.append("scripts: " + printable(" -> ".join(self.scripts)))
         return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from walt_node.bounds import Deadline, DeadlineExceeded
 from walt_node.paths import Paths
+from walt_node.text import printable
 
 if TYPE_CHECKING:
     from walt_node.reboot.kexec import StagedBoot
@@ -44,9 +45,10 @@ class Reporter:
         self.server = None  # ServerAddress once known
 
     def say(self, text: str) -> None:
-        """Print ``text`` and keep it for the log stream; never raises (a reboot
-        must not stop because nobody reads its output any more)."""
-        lines = text.splitlines() or [""]
+        """Print ``text`` and keep it for the log stream, each line with control
+        characters escaped (names and messages come from the server); never raises
+        (a reboot must not stop because nobody reads its output any more)."""
+        lines = [printable(line) for line in text.splitlines()] or [""]
         self.lines.extend((time.time(), line) for line in lines)
         self._print("".join(line + "\n" for line in lines))
 
@@ -188,7 +190,7 @@ def prepare(paths: Paths, reporter: Reporter, deadline: Deadline, workdir: Path,
         raise NoKexec(f"binding unknown: {error}") from None
     reporter.say("binding check: " + binding.summary())
     for note in binding.notes:
-        reporter.say(f"  note: {note}")
+        reporter.say(f"  note: {printable(note)}")
     if not binding.kexec_allowed:
         raise NoKexec(f"kexec is not allowed for node {binding.node_name or mac} "
                       "(node setting kexec.allow is false)")
@@ -249,7 +251,7 @@ def _dry_run_done(reporter: Reporter, prepared: Prepared) -> int:
     reporter.say(_indent(staged.describe()))
     reporter.say(f"would run: kexec -l {staged.kernel}"
                  + (f" --initrd {staged.initrd}" if staged.initrd else "")
-                 + f" --command-line {shlex.quote(staged.cmdline)}")
+                 + f" --command-line {printable(shlex.quote(staged.cmdline))}")
     jump = "kexec -e" if prepared.boot_mode == "network" else "systemctl kexec"
     reporter.say(f"then: {jump} (boot mode {prepared.boot_mode}); dry run: nothing loaded")
     return 0
@@ -280,6 +282,7 @@ def _fall_back(paths: Paths, reporter: Reporter, reason: str, options: Options) 
     from walt_node.reboot import kexec
     from walt_node.runner import CommandFailed, CommandMissing
 
+    reason = printable(reason)  # one line, whatever the server put in it
     if options.dry_run:
         reporter.say(f"no kexec reboot: {reason}")
         reporter.say(f"would fall back to: {options.on_failure}")
