@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
+from support.wait import wait_until
 
 from walt_node.config import ConfigError
 from walt_node.logstreams.journal import (
@@ -223,7 +224,8 @@ def test_forward_real_journal_with_its_timestamps_then_resume(
     done = subprocess.run([*argv, "--no-follow"], capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr
     records = sim.wait_for_logs(lambda recs: len(recs) >= 5)
-    time.sleep(0.3)
+    # the forwarder exited: with no connection left open, the simulator has read all it sent
+    assert wait_until(lambda: sim.live_connections() == 0, 10)
     assert [r.line for r in sim.log_records()][4:] == ["after restart"]
     assert realtime_usec(sim.log_records()[4:]) == [base + 5]
 

@@ -50,9 +50,11 @@ def test_uses_the_fifo_when_a_daemon_reads_it(tmp_path: Path) -> None:
     fifo.parent.mkdir(parents=True)
     os.mkfifo(fifo)
     received = bytearray()
+    reading = threading.Event()
 
     def fake_daemon() -> None:
         fd = os.open(fifo, os.O_RDWR)
+        reading.set()
         deadline = time.monotonic() + 20
         while received.count(b"\n") < 101 and time.monotonic() < deadline:
             received.extend(os.read(fd, 65536))
@@ -60,7 +62,7 @@ def test_uses_the_fifo_when_a_daemon_reads_it(tmp_path: Path) -> None:
 
     reader = threading.Thread(target=fake_daemon)
     reader.start()
-    time.sleep(0.1)
+    assert reading.wait(10)
     done = run_script("""
         from walt_node import log
         for i in range(100):

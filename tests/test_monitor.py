@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List
 
 import pexpect
 import pytest
+from support.wait import wait_until
 
 import walt_node
 from walt_node.logstreams.monitor import LineSplitter, exit_status, stream_name
@@ -97,7 +98,9 @@ def test_command_not_found_is_a_clear_error_and_runs_nothing(sim: Simulator,
     done = run_monitor(["no-such-command-xyz", "arg"])
     assert done.returncode == 127
     assert b"command not found: 'no-such-command-xyz'" in done.stderr
-    time.sleep(0.3)
+    # the monitor has exited: once the simulator has no connection left open, it has
+    # read everything the monitor could have sent
+    assert wait_until(lambda: sim.live_connections() == 0, 10)
     assert [r for r in sim.log_records() if r.stream.endswith(".monitor")] == []
 
 
@@ -323,7 +326,8 @@ def test_forged_monitor_request_in_the_daemon_fifo_runs_nothing(sim: Simulator,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     attacker = None
     try:
-        _wait_for(lambda: fifo.exists() and stat.S_ISFIFO(fifo.stat().st_mode), "the daemon's FIFO")
+        assert wait_until(lambda: fifo.exists() and stat.S_ISFIFO(fifo.stat().st_mode), 10), \
+            "the daemon's FIFO did not appear"
         fifo.chmod(0o666)  # world-writable, as it is in practice
         # the attacker (nobody) asks the daemon to run its own command line as root (uid 0);
         # the paths are literal so a re-run by the daemon would find them too
@@ -334,7 +338,8 @@ def test_forged_monitor_request_in_the_daemon_fifo_runs_nothing(sim: Simulator,
         attacker = subprocess.Popen([*NOBODY, "sh", "-c", attack])
         # a line written after the request arrived: the daemon has read and handled the request
         sim.wait_for_logs(lambda recs: any(r.line == "after-monitor" for r in recs), timeout=10)
-        time.sleep(1.0)  # time for a (wrongly) started command to write its marker
+        # a daemon that had started the command would have a child now (it sleeps 4 s)
+        assert _children(daemon.pid) == [], "the daemon started a process for the MONITOR request"
         assert marker.read_text().split() == ["ran-as-65534"]
         assert daemon.poll() is None, "the daemon died on the MONITOR request"
     finally:
@@ -351,9 +356,10 @@ def test_forged_monitor_request_in_the_daemon_fifo_runs_nothing(sim: Simulator,
             daemon.wait()
 
 
-def _wait_for(condition, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not appear within {timeout}s")
-        time.sleep(0.05)
+
+def _children(pid: int) -> List[int]:
+    """Child processes of ``pid`` (all its threads), from the kernel."""
+    children: List[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
