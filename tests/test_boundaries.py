@@ -162,7 +162,10 @@ CORE = {"paths", "facts", "protocols", "runner", "files", "errors", "service", "
 # the library: one unit per feature, each built on the core only
 FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim", "imagecheck"}
 # pure libraries of a feature that another feature may use as they are
-SHARED = {"walt_node.reboot.ipxe"}  # the iPXE interpreter: reboots and check-image replay scripts
+SHARED = {
+    "walt_node.reboot.ipxe",  # the iPXE interpreter: reboots and check-image replay scripts
+    "walt_node.install",  # the package's own text: how to install this walt-node (hints)
+}
 # the layers above, which may import anything: the command modules and the CLI
 TOP = {"commands", "cli", "__main__"}
 

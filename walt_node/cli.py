@@ -9,14 +9,13 @@ is said once, in :mod:`walt_node.commands`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from typing import List, Optional
 
 from walt_node import __version__
-from walt_node.commands import COMMANDS, legacy_names
+from walt_node.commands import COMMANDS, command_parser, legacy_names
 from walt_node.errors import WaltNodeError
 from walt_node.text import printable
 
@@ -50,20 +49,6 @@ def _top_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", metavar="<command>", nargs="?", choices=sorted(COMMANDS),
                         help="one of the commands listed below")
     return parser
-
-
-def command_parser(name: str, prog: str):
-    """The argument parser of command ``name`` and its module (also used for manual pages)."""
-    module = importlib.import_module(f"walt_node.commands.{COMMANDS[name].module}")
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=module.DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"walt-node {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    module.add_arguments(parser)
-    return parser, module
 
 
 def run_command(name: str, argv: List[str], prog: str) -> int:

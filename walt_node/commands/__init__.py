@@ -63,3 +63,23 @@ def console_scripts() -> Tuple[str, ...]:
     """Entry points of the package: the umbrella and every legacy name."""
     return ("walt-node = walt_node.cli:main",
             *(f"{program} = walt_node.cli:legacy_main" for program in legacy_names()))
+
+
+def command_parser(name: str, prog: str):
+    """The argument parser of command ``name`` and its module: for the CLI, for manual
+    pages, and for setup checking the options an image passes to a service."""
+    import argparse
+    import importlib
+
+    from walt_node import __version__
+
+    module = importlib.import_module(f"walt_node.commands.{COMMANDS[name].module}")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=module.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"walt-node {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    module.add_arguments(parser)
+    return parser, module

@@ -169,7 +169,7 @@ def _environment_value(text: str, name: str) -> Optional[str]:
 
 
 def _logs_daemon_rejects(argv: List[str]) -> Optional[str]:
-    from walt_node.cli import command_parser
+    from walt_node.commands import command_parser
 
     parser, _ = command_parser("logs-daemon", "walt-logs-daemon")
 
