@@ -167,7 +167,7 @@ SHARED = {
     "walt_node.install",  # the package's own text: how to install this walt-node (hints)
 }
 # the layers above, which may import anything: the command modules and the CLI
-TOP = {"commands", "cli", "__main__"}
+TOP = {"commands", "cli", "__main__", "manpages"}  # manpages: man pages of the CLI, built from it
 
 
 def unit_of(module: str) -> str:
