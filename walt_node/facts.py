@@ -121,8 +121,8 @@ def bootif_to_mac(value: str) -> str:
     return normalize_mac("-".join(parts))
 
 
-def mac_routing_to(server_ip: str) -> Optional[str]:
-    """MAC of the interface the kernel would use to reach ``server_ip``."""
+def _link_attribute_routing_to(server_ip: str, attribute: str) -> Optional[str]:
+    """An attribute of the interface the kernel would use to reach ``server_ip``."""
     try:
         from pyroute2 import IPRoute
     except ImportError:
@@ -134,9 +134,19 @@ def mac_routing_to(server_ip: str) -> Optional[str]:
                 return None
             oif = routes[0].get_attr("RTA_OIF")
             links = ipr.get_links(oif)
-            mac = links[0].get_attr("IFLA_ADDRESS") if links else None
+            return links[0].get_attr(attribute) if links else None
     except Exception:  # no route, no netlink: the caller reports the fact as missing
         return None
+
+
+def interface_routing_to(server_ip: str) -> Optional[str]:
+    """Name of the interface the kernel would use to reach ``server_ip``."""
+    return _link_attribute_routing_to(server_ip, "IFLA_IFNAME")
+
+
+def mac_routing_to(server_ip: str) -> Optional[str]:
+    """MAC of the interface the kernel would use to reach ``server_ip``."""
+    mac = _link_attribute_routing_to(server_ip, "IFLA_ADDRESS")
     if not mac or mac == "00:00:00:00:00:00":
         return None
     return normalize_mac(mac)

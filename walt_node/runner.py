@@ -132,3 +132,11 @@ def _take_stdout_as_controlling_terminal() -> None:
     import termios
 
     fcntl.ioctl(1, termios.TIOCSCTTY, 0)
+
+
+def replace_process(argv: Sequence[str], hint: str = "") -> None:
+    """Become ``argv`` (exec): for commands that only prepare a daemon's arguments,
+    so that the service manager supervises the daemon itself. Never returns."""
+    program = require(argv[0], hint)
+    log.debug("exec %s", " ".join(argv))
+    os.execv(program, [program, *argv[1:]])
