@@ -147,6 +147,16 @@ class Paths:
         return self.under("/proc/modules")
 
     @property
+    def proc_cpuinfo(self) -> Path:
+        return self.under("/proc/cpuinfo")
+
+    @property
+    def etc_cpuinfo(self) -> Path:
+        """An image's copy of its nodes' /proc/cpuinfo: the server bind-mounts it over
+        /proc/cpuinfo in `walt image shell` (WalT page, optional feature 8)."""
+        return self.under("/etc/cpuinfo")
+
+    @property
     def proc_mounts(self) -> Path:
         return self.under("/proc/mounts")
 

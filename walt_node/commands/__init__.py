@@ -41,6 +41,8 @@ COMMANDS: Dict[str, Command] = {
     "swap": Command("swap", "attach or detach the server's NBD swap"),
     "mdns": Command("mdns", "publish and resolve <node>.local names"),
     "lldp": Command("lldp", "read LLDP neighbours and report them to the server"),
+    "ptp-slave": Command("ptp_slave", "run ptp4l as a PTP slave of the WalT server"),
+    "cpuinfo": Command("cpuinfo", "capture /proc/cpuinfo for an image's /etc/cpuinfo"),
     "check-image": Command("check_image", "check an image provides what WalT needs to boot it"),
     "setup": Command("setup", "install walt-node's units and commands in an image", ("walt-node-setup",)),
 }

@@ -20,6 +20,10 @@ busybox init the script /etc/init.d/S90walt-node; the log FIFO directory
 /var/lib/walt; links in /usr/local/bin to the walt-node commands of this
 environment; /bin/blink and /bin/walt-reboot.
 
+Opt-in (kept by later runs until turned off, removed by --uninstall):
+--time-sync ptp|ntp (clock kept on the server's), --cpuinfo FILE
+(/etc/cpuinfo), --image-shell (/bin/walt-image-shell-start and -shutdown).
+
 Run it inside the image (`walt image shell`, a Dockerfile RUN line), or from
 outside with --prefix ROOT for an image tree: then enable links are written
 under ROOT and nothing is started. A file of the image is never replaced
@@ -30,6 +34,7 @@ an image with: touch /etc/walt/<service>.disabled
 examples:
   walt-node-setup                              # in `walt image shell`
   walt-node-setup --prefix /srv/rootfs --walt-node /opt/walt-node/bin/walt-node
+  walt-node-setup --time-sync ptp --image-shell --cpuinfo rpi-4-b.cpuinfo
   walt-node-setup --dry-run
   walt-node-setup --uninstall
 """
@@ -69,6 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="used by the Debian package walt-node when it is installed: remove what an "
                         "earlier walt-node-setup (ours or upstream WalT's) installed, except the files the "
                         "package owns now, and stop the services it replaces")
+    parser.add_argument("--time-sync", choices=("ptp", "ntp", "none"),
+                        help="keep the clock on the WalT server's: ptp = linuxptp's ptp4l as a slave "
+                        "in the server's PTP domain 42 (walt-ptp unit), ntp = systemd-timesyncd asking "
+                        "the server (its address filled in by the server through image.spec), none = "
+                        "remove what an earlier --time-sync installed (systemd images)")
+    parser.add_argument("--cpuinfo", metavar="FILE",
+                        help="install FILE (captured on a node with `walt-node cpuinfo`) as /etc/cpuinfo")
+    parser.add_argument("--no-cpuinfo", action="store_true",
+                        help="remove the /etc/cpuinfo an earlier --cpuinfo installed")
+    parser.add_argument("--image-shell", action="store_true", default=None,
+                        help="install /bin/walt-image-shell-start and -shutdown: `walt image shell` "
+                        "then boots the image's systemd in its container (systemd images)")
+    parser.add_argument("--no-image-shell", dest="image_shell", action="store_false",
+                        help="remove what an earlier --image-shell installed")
     parser.add_argument("--install-packages", action="store_true",
                         help="also install the Debian packages the services use "
                         "(lldpd, nbd-client, kexec-tools) with apt-get")
@@ -110,6 +129,7 @@ def _image(args: argparse.Namespace):
 def _install(args: argparse.Namespace) -> int:
     from walt_node.install import dpkg, environment, packages
     from walt_node.install.installer import Installer
+    from walt_node.install.options import add_options
     from walt_node.install.plan import COMMANDS, Target, build_plan
 
     image = _image(args)
@@ -137,14 +157,42 @@ def _install(args: argparse.Namespace) -> int:
         unit_dir=unit_dir,
     )
     plan = build_plan(target, environment.data_dir())
+    options = _options(args, image)
+    add_options(plan, target, options, image, environment.data_dir())
     outcome = Installer(image, _say, force=args.force, dry_run=args.dry_run).install(
-        plan, init, args.spec_template)
+        plan, init, [*args.spec_template, *options.templates])
     for note in plan.notes:
         _say(f"note: {note}")
     _report(outcome.changed, image, args.dry_run, "installed")
     if not args.dry_run and init == "systemd" and environment.systemd_running(image, args.prefix is not None):
         _systemctl_after_install(outcome.units_changed, args.no_start)
     return 0
+
+
+def _options(args: argparse.Namespace, image):
+    """The opt-in parts: those an earlier setup installed, changed by this command line."""
+    from walt_node.cpuinfo import NotCpuinfo, check_cpuinfo
+    from walt_node.install.installer import Manifest
+    from walt_node.install.options import previous_options
+
+    manifest = Manifest.load(image)
+    options = previous_options(image, manifest.entries if manifest else {})
+    if args.time_sync:
+        options.time_sync = args.time_sync
+    if args.image_shell is not None:
+        options.image_shell = args.image_shell
+    if args.no_cpuinfo:
+        options.cpuinfo = None
+    elif args.cpuinfo:
+        try:
+            text = Path(args.cpuinfo).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InstallError(f"--cpuinfo {args.cpuinfo}: cannot read it ({error})") from None
+        try:
+            options.cpuinfo = check_cpuinfo(text, f"--cpuinfo {args.cpuinfo}").encode()
+        except NotCpuinfo as error:
+            raise InstallError(f"{error}: capture it on a node with `walt-node cpuinfo`") from None
+    return options
 
 
 def _unit_dir(systemd_dir: Optional[str]) -> str:

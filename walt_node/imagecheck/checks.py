@@ -19,6 +19,7 @@ from walt_node.imagecheck.boot import BootCheck, ModelBoot, check_boot
 from walt_node.imagecheck.kernel import MODULE_OF_OPTION, KernelConfig, find_config, module_present
 from walt_node.imagecheck.system import ImageSystem
 from walt_node.imagecheck.tree import ImageTree, PathProblem
+from walt_node.install.options import TIMESYNCD_DROPIN
 
 PASSES, MISSING, CANNOT_TELL = "passes", "missing", "cannot tell"
 LABEL_MODELS = "walt.node.models"
@@ -347,14 +348,15 @@ def check_lldp(context: Context) -> Feature:
 def check_time_sync(context: Context) -> Feature:
     feature = Feature("C2", "precise time synchronization (PTP, or NTP from the server)", False)
     fix = "walt-node setup --time-sync ptp (or --time-sync ntp)"
+    problems = []
     for finder in (_ptpd_sync, _linuxptp_sync, _ntp_sync):
         found, problem = finder(context)
         if found:
             return feature.passes(found)
         if problem:
-            feature.fail(problem, fix)
-    if not feature.problems:
-        feature.fail("no PTP or NTP client configured", fix)
+            problems.append(problem)
+    for problem in problems or ["no PTP or NTP client configured"]:
+        feature.fail(problem, fix)
     return feature
 
 
@@ -381,7 +383,8 @@ def _linuxptp_sync(context: Context) -> Tuple[str, str]:
     for unit in sorted(context.system.enabled_units()):
         text = context.system.unit_text(unit) or context.system.unit_text(_template_of(unit)) or ""
         for line in text.splitlines():
-            if not line.startswith("ExecStart=") or "ptp4l" not in line:
+            # ptp4l itself, or walt-node's ptp-slave that becomes ptp4l
+            if not line.startswith("ExecStart=") or not ("ptp4l" in line or "ptp-slave" in line):
                 continue
             words = line.split("=", 1)[1].split()
             config = words[words.index("-f") + 1] if "-f" in words[:-1] else ""
@@ -410,7 +413,8 @@ def _ptp4l_settings(text: str) -> Dict[str, str]:
 NTP_CONFIGS = (("/etc/ntpsec/ntp.conf", ("ntpd",), ["ntpsec.service", "ntp.service"]),
                ("/etc/ntp.conf", ("ntpd",), ["ntp.service", "ntpd.service", "ntpsec.service"]),
                ("/etc/chrony/chrony.conf", ("chronyd",), ["chrony.service", "chronyd.service"]),
-               ("/etc/systemd/timesyncd.conf", (), ["systemd-timesyncd.service"]))
+               ("/etc/systemd/timesyncd.conf", (), ["systemd-timesyncd.service"]),
+               (TIMESYNCD_DROPIN, (), ["systemd-timesyncd.service"]))
 
 
 def _ntp_sync(context: Context) -> Tuple[str, str]:
@@ -506,7 +510,8 @@ def check_preferred_name(context: Context) -> Feature:
 
 def check_cpuinfo(context: Context) -> Feature:
     feature = Feature("C8", "/etc/cpuinfo", False)
-    fix = "on a node of the model, run: walt-node cpuinfo capture (then copy it into the image)"
+    fix = ("on a node of the model: walt-node cpuinfo > FILE; "
+           "then in the image: walt-node setup --cpuinfo FILE")
     text = context.tree.read_text("/etc/cpuinfo")
     if text is None:
         return feature.fail("no /etc/cpuinfo", fix)
