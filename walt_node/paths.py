@@ -156,6 +156,25 @@ class Paths:
         /proc/cpuinfo in `walt image shell` (WalT page, optional feature 8)."""
         return self.under("/etc/cpuinfo")
 
+    # --- time sync (walt-node setup --time-sync; WalT page, optional feature 2) ---
+    @property
+    def ptp4l_conf(self) -> Path:
+        """ptp4l's configuration as a slave of the WalT server (walt-ptp service)."""
+        return self.etc_walt / "ptp4l.conf"
+
+    @property
+    def ptp4l_program(self) -> Path:
+        return self.under("/usr/sbin/ptp4l")
+
+    @property
+    def timesyncd_program(self) -> Path:
+        return self.under("/lib/systemd/systemd-timesyncd")
+
+    @property
+    def timesyncd_dropin(self) -> Path:
+        """systemd-timesyncd's settings naming the WalT server (an image.spec template)."""
+        return self.under("/etc/systemd/timesyncd.conf.d/walt-node.conf")
+
     @property
     def proc_mounts(self) -> Path:
         return self.under("/proc/mounts")

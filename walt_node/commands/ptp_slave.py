@@ -28,8 +28,11 @@ class NoInterface(WaltNodeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--config", default="/etc/walt/ptp4l.conf", metavar="FILE",
-                        help="ptp4l configuration (default /etc/walt/ptp4l.conf)")
+    from walt_node.paths import Paths
+
+    default = str(Paths.from_env().ptp4l_conf)
+    parser.add_argument("-f", "--config", default=default, metavar="FILE",
+                        help=f"ptp4l configuration (default {default})")
     parser.add_argument("--interface", metavar="NAME",
                         help="network interface (default: the one that routes to the server)")
     parser.add_argument("--measure-only", action="store_true",

@@ -27,10 +27,10 @@ from walt_node.install.rootfs import ImageRoot
 
 TIME_SYNC_CHOICES = ("ptp", "ntp", "none")
 PTP_UNIT = "walt-ptp.service"
-PTP_CONFIG = str(NODE.etc_walt / "ptp4l.conf")
-PTP4L = "/usr/sbin/ptp4l"
-TIMESYNCD = "/lib/systemd/systemd-timesyncd"
-TIMESYNCD_DROPIN = "/etc/systemd/timesyncd.conf.d/walt-node.conf"
+PTP_CONFIG = str(NODE.ptp4l_conf)
+PTP4L = str(NODE.ptp4l_program)
+TIMESYNCD = str(NODE.timesyncd_program)
+TIMESYNCD_DROPIN = str(NODE.timesyncd_dropin)
 CPUINFO = str(NODE.etc_cpuinfo)
 IMAGE_SHELL_SCRIPTS = tuple(str(NODE.bin_dir / name) for name in
                             ("walt-image-shell-start", "walt-image-shell-shutdown"))
