@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import pickle
+import re
 import select
 import socket
 import struct
@@ -254,6 +255,9 @@ class LogStream:
 
 # ---------------------------------------------------------- API sessions (§4)
 
+_FAILED_CALL = re.compile(r"\('RESULT', ([A-Za-z_][A-Za-z0-9_.]*\(.*\))\)\Z")
+
+
 class ApiSession:
     """An NSAPI or VSAPI session. Requests are repr() of real Python values;
     replies are parsed with ast.literal_eval, never eval.
@@ -299,6 +303,9 @@ class ApiSession:
         request = ("API_CALL", method, tuple(args), dict(kwargs))
         self._send(repr(request) + "\n")
         line = self.reader.line()
+        failure = _FAILED_CALL.match(line)
+        if failure:  # ('RESULT', SomeError('...')): the call failed on the server (§4)
+            raise ApiError(method, ("RESULT", failure.group(1)))
         try:
             reply = ast.literal_eval(line)
         except (ValueError, SyntaxError, RecursionError, MemoryError):

@@ -23,7 +23,7 @@ from walt_node.sim.tcp import Connection, LineTooLong, read_pickle
 
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = "10"
+SERVER_VERSION = "10.0"  # what a WalT 10 server answers
 REQUEST_LINE_LIMIT = 1024
 MAX_LOG_LINE = 1 << 20       # longer log lines are cut (and marked) instead of filling memory
 MAX_API_LINE = 1 << 20
@@ -286,7 +286,10 @@ class FakeTftp:
 # ------------------------------------------------------------------- rpc port
 
 class ApiPort:
-    """§4 API sessions. Problems are answered with ``('EXCEPTION', message)``."""
+    """§4 API sessions, answered in the shapes of a WalT 10 server: ``('RESULT', value)``;
+    a call that fails (unknown method, wrong arguments, unknown device) is answered
+    ``('RESULT', <exception>)``, the repr of an exception object, not a literal; an
+    unreadable or unexpected request ends the session (docs/protocols.md §4)."""
 
     def __init__(self, inventory: Inventory, records: Records):
         self.inventory, self.records = inventory, records
@@ -298,15 +301,21 @@ class ApiPort:
 
     # --- the API methods ---
     @staticmethod
-    def sync_clock() -> float:
-        return time.time()
+    def sync_clock() -> int:
+        """The next whole second, answered when it comes (busybox sets whole seconds)."""
+        target = int(time.time() + 1)
+        time.sleep(max(0.0, target - time.time()))
+        return target
 
     @staticmethod
     def report_lldp_neighbor(sw_mac: str, sw_port_lldp_label: str) -> None:
         return None  # the recorded call is what matters
 
     def get_device_info(self, mac: str) -> Optional[Dict[str, Any]]:
-        return self.inventory.device_info(mac)
+        info = self.inventory.device_info(mac)
+        if info is None:  # a WalT 10 server fails on an unknown device too
+            raise LookupError(f"no device with mac {mac!r}")
+        return info
 
     # --- the session ---
     def __call__(self, conn: Connection) -> None:
@@ -333,13 +342,11 @@ class ApiPort:
                                       tuple(args), dict(kwargs)))
         function = self.apis[api].get(method)
         if function is None:
-            return ("EXCEPTION", f"{api} has no method {method!r}")
+            return ("RESULT", AttributeError(f"'{api}' object has no attribute '{method}'"))
         try:
             return ("RESULT", function(*args, **kwargs))
-        except TypeError as error:
-            return ("EXCEPTION", f"{api}.{method}: bad arguments: {error}")
-        except Exception as error:  # reported to the client, as a server reports a failed call
-            return ("EXCEPTION", f"{api}.{method} failed: {error}")
+        except Exception as error:  # the failure itself is the result, as on the real server
+            return ("RESULT", error)
 
 
 def _is_api_call(message: Any) -> bool:
@@ -359,21 +366,19 @@ class Session:
                 message = self._receive()
             except EOFError:
                 return
-            except _Unreadable as problem:
-                if not self._reply(("EXCEPTION", str(problem))) or problem.fatal:
-                    return
-                continue
+            except _Unreadable as problem:  # the real server ends the session, without a word
+                log.info("rpc port: %s from %s, closing the session", problem, self.conn.peer_ip)
+                return
             if message in ("CLOSE", ("CLOSE",)):
                 return
             if message == ("SET_MODE", "pickle4"):
                 self.pickle_mode = True  # both ends switch at once, no reply
                 continue
-            if _is_api_call(message):
-                reply = self.port.dispatch(self.conn, self.api, message)
-            else:
-                reply = ("EXCEPTION", f"unexpected request {str(message)[:200]!r}: expected "
-                                      "('API_CALL', method, args, kwargs) or ('CLOSE',)")
-            if not self._reply(reply):
+            if not _is_api_call(message):
+                log.info("rpc port: unexpected request %.200r from %s, closing the session",
+                         message, self.conn.peer_ip)
+                return
+            if not self._reply(self.port.dispatch(self.conn, self.api, message)):
                 return
 
     def _receive(self) -> Any:
@@ -404,7 +409,8 @@ class Session:
             try:
                 data = pickle.dumps(reply, protocol=4)
             except Exception as error:
-                data = pickle.dumps(("EXCEPTION", f"unpicklable result: {error}"), protocol=4)
+                data = pickle.dumps(("RESULT", RuntimeError(f"unpicklable result: {error}")),
+                                    protocol=4)
             return self.conn.send(data)
         return self.conn.send((repr(reply) + "\n").encode("utf-8", errors="surrogateescape"))
 
