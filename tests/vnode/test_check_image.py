@@ -21,13 +21,15 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 import vnode_image as image
+from support.wait import wait_until
 from vnode_platform import MODEL, make_boot_dir
 
 from walt_node.imagecheck import Report, check_image
+from walt_node.imagecheck.checks import WALT_NODE_UNITS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts and chroot need root")
 
@@ -172,3 +174,73 @@ def test_removing_a_feature_fails_that_feature_only(node_tree: Path, baseline: R
     changed = {f.id for f, before in zip(report.features, baseline.features) if f.status != before.status}
     assert changed - DEPENDENT.get(feature_id, set()) == {feature_id}
     assert report.ok == (feature_id not in MANDATORY)
+
+
+# ------------------------------------------------------------------ C9: walt image shell's init
+
+def _container_init(nspawn_pid: int) -> Optional[int]:
+    """Host pid of the container's PID 1: a descendant of systemd-nspawn whose pid is 1 inside."""
+    children = {nspawn_pid}
+    for _ in range(4):
+        for pid in list(children):
+            try:
+                children |= {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+            except OSError:
+                continue
+    for pid in children - {nspawn_pid}:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if len(nspid) > 1 and nspid[-1] == "1":
+            return pid
+    return None
+
+
+def _inside(pid: int, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", "-t", str(pid), "-a", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.skipif(shutil.which("systemd-nspawn") is None,
+                    reason="needs systemd-nspawn (systemd-container, .ci/apt-packages)")
+def test_image_shell_scripts_boot_and_stop_the_images_systemd_in_a_container(node_tree: Path) -> None:
+    interfaces = node_tree / "etc/network/interfaces"
+    interfaces.parent.mkdir(parents=True, exist_ok=True)
+    interfaces.write_text("auto lo\niface lo inet loopback\n")
+    setup = subprocess.run(["chroot", str(node_tree), f"{image.VENV}/bin/walt-node-setup", "--prefix", "/",
+                            "--image-shell"], capture_output=True, text=True, timeout=120,
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert check_image(node_tree, LABELS).feature("C9").status == "passes"
+    log = node_tree.parent / "container.log"
+    with open(log, "wb") as output:
+        # as `walt image shell` does: the container's entry point is the start script
+        container = subprocess.Popen(["systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
+                                      "-D", str(node_tree), "/bin/walt-image-shell-start"],
+                                     stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: _container_init(container.pid) is not None or container.poll() is not None,
+                   timeout=60)
+        init = _container_init(container.pid)
+        assert init is not None, log.read_text(errors="replace")
+        # the start script has exec'd systemd once its control socket is up
+        assert wait_until(lambda: _inside(init, "test", "-S", "/run/systemd/private").returncode == 0,
+                          timeout=120), log.read_text(errors="replace")
+        booted = _inside(init, "systemctl", "is-system-running", "--wait")
+        assert booted.stdout.strip() in ("running", "degraded"), booted
+        assert _inside(init, "readlink", "/proc/1/exe").stdout.strip().endswith("/systemd")
+        assert not interfaces.exists() and interfaces.with_name("interfaces.walt-image-shell").exists()
+        for unit in WALT_NODE_UNITS:  # walt-node's services skip containers
+            shown = _inside(init, "systemctl", "show", "-p", "ActiveState", "-p", "ConditionResult", unit)
+            assert sorted(shown.stdout.split()) == ["ActiveState=inactive", "ConditionResult=no"], shown
+        # as the server does when the user's shell ends
+        _inside(init, "/bin/walt-image-shell-shutdown")
+        assert container.wait(timeout=180) == 0, log.read_text(errors="replace")
+    finally:
+        if container.poll() is None:
+            container.kill()
+            container.wait()
+    assert interfaces.read_text() == "auto lo\niface lo inet loopback\n"
+    assert not interfaces.with_name("interfaces.walt-image-shell").exists()
