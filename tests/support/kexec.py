@@ -117,7 +117,7 @@ if call in os.environ.get("WALT_TEST_STOPS_CALLER", "").split(","):
 sys.exit(int(os.environ.get("WALT_TEST_STATUS_" + name.upper(), "0")))
 """
 
-RECORDED = ("kexec", "reboot", "systemctl", "modprobe", "sync")
+RECORDED = ("kexec", "reboot", "systemctl", "modprobe", "sync", "busybox")
 
 
 class Recorder:
@@ -136,7 +136,7 @@ class Recorder:
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "WALT_TEST_RECORD": str(self.record),
             # real kexec -e, reboot and systemctl kexec do not return to their caller
-            "WALT_TEST_STOPS_CALLER": "kexec -e,reboot,systemctl kexec",
+            "WALT_TEST_STOPS_CALLER": "kexec -e,reboot,systemctl kexec,busybox reboot -f",
         }
 
     def calls(self) -> List[dict]:

@@ -53,6 +53,8 @@ COMMANDS: Dict[str, Command] = {
 BIN_SCRIPTS: Dict[str, str] = {
     "blink": "blink",
     "walt-reboot": "reboot",
+    "walt-network-reboot": "reboot",  # the server's hooks (docs/protocols.md §7)
+    "walt-hybrid-reboot": "reboot",
 }
 
 

@@ -42,6 +42,21 @@ Reboot this WalT node the best way available; the server runs this as
 The method comes from /etc/walt/reboot.conf ("method = kexec" or
 "method = reboot"; '#' starts a comment) unless --method is given.
 
+The server's boot scripts call one of three hooks (docs/protocols.md §7),
+all installed by walt-node-setup and all running this command:
+  /bin/walt-network-reboot   network boot mode (--boot-mode network): kexec
+                             (kexec -e) into the image the node is bound to,
+                             else 'busybox reboot -f', as the server's own
+                             soft reboot (nothing to shut down: the root is
+                             read-only plus a RAM overlay);
+  /bin/walt-hybrid-reboot    hybrid modes (--boot-mode hybrid): a clean
+                             shutdown; kexec only through the init system
+                             (systemctl kexec, kernel loaded first), else
+                             'reboot';
+  /bin/walt-reboot           the legacy name (network mode, older servers).
+The two hooks try kexec unless reboot.conf says "method = reboot"; a node
+whose kexec.allow setting is false always gets a plain reboot.
+
 It never returns when the reboot works.  If the reboot command returns, it
 waits --grace seconds (default {DEFAULT_GRACE:g}) for the OS to stop it, then exits
 with status 1; when the reboot command fails it exits 1 at once, so the
@@ -56,6 +71,9 @@ Example:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS,
                         help="override the method of /etc/walt/reboot.conf")
+    parser.add_argument("--boot-mode", choices=("network", "hybrid"),
+                        help="reboot as the hook of this boot mode does (the /bin hooks pass it; "
+                             "default: the node's boot mode, and the method of reboot.conf)")
     parser.add_argument("--hook-timeout", type=positive_seconds, default=HOOK_TIMEOUT, metavar="SECONDS",
                         help=f"time limit of each hook (default {HOOK_TIMEOUT:g})")
     parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
@@ -69,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     paths = Paths.from_env()
     try:
-        method = args.method or reboot_method(paths)
+        # a boot mode's hook tries kexec unless the image says otherwise
+        method = args.method or reboot_method(paths, "kexec" if args.boot_mode else "reboot")
     except ConfigError as error:
         log.warning("%s; using method 'reboot'", error)
         method = "reboot"
@@ -82,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
         # the server allows 60 s in all: keep room for the fallback reboot
         deadline = max(KEXEC_MIN_DEADLINE, KEXEC_DEADLINE_END - (time.monotonic() - started))
         return kexec_reboot(paths, Options(on_failure="reboot", grace=args.grace,
-                                           deadline=deadline))
-    return os_reboot(args.grace)
+                                           deadline=deadline, boot_mode=args.boot_mode or ""))
+    return os_reboot(args.grace, immediate=args.boot_mode == "network")

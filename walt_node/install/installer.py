@@ -132,7 +132,9 @@ class Installer:
             outcome.changed.append(f"removed upstream walt-node's {path}")
         remove_leftover_temporaries(self.image.host(MANIFEST))  # of a setup killed while saving it
         for item, action in actions:
-            if action != "keep":
+            if action == "skip":
+                self.say(f"kept the image's own {item.path} (--force replaces it, keeping a backup)")
+            elif action != "keep":
                 self._write(item, action, manifest, outcome)
             elif "pending" in manifest.entries.get(item.path, {}):  # written, then killed
                 manifest.entries[item.path].update(manifest.entries[item.path].pop("pending"))
@@ -156,8 +158,10 @@ class Installer:
                 action = "update"
             elif record is None and upstream.is_upstream(self.image, item.path):
                 action = "upgrade"  # upstream walt-node's: replaced, no backup
+            elif self.force:
+                action = "replace"
             else:
-                action = "replace" if self.force else "conflict"
+                action = "skip" if item.yields_to_image and record is None else "conflict"
             actions.append((item, action))
         return actions
 

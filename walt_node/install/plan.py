@@ -30,6 +30,7 @@ PATH_DIRS = tuple(str(path) for path in NODE.path_dirs)
 COMMANDS = ("walt-node", *legacy_names())
 # Scripts of the package's data/bin installed in the image's /bin (docs/protocols.md §7).
 BIN_SCRIPTS = tuple(commands.BIN_SCRIPTS)
+BOOT_MODE_HOOKS = ("walt-network-reboot", "walt-hybrid-reboot")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Item:
     mode: int = 0o644
     target: str = ""  # symlinks
     unit: str = ""  # the systemd unit a unit file defines
+    # an image's own file here is kept (with a note) instead of stopping the install:
+    # default pc-x86 images ship their own /bin/walt-network-reboot
+    yields_to_image: bool = False
 
 
 @dataclass
@@ -127,7 +131,8 @@ def _add_bin_scripts(plan: Plan, target: Target, bin_dir: Path) -> None:
             plan.notes.append(f"{BIN_DIR}/{name} not installed: this walt-node package does not ship it")
             continue
         content = with_interpreter(source.read_bytes(), target.interpreter)
-        plan.items.append(Item(f"{BIN_DIR}/{name}", "file", content, 0o755))
+        plan.items.append(Item(f"{BIN_DIR}/{name}", "file", content, 0o755,
+                               yields_to_image=name in BOOT_MODE_HOOKS))
 
 
 def with_interpreter(script: bytes, interpreter: str) -> bytes:

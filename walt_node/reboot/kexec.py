@@ -164,10 +164,17 @@ def jump(boot_mode: str, timeout: float = KEXEC_TIMEOUT) -> None:
         run(["systemctl", "kexec"], timeout=timeout)
 
 
-def os_reboot(timeout: float = KEXEC_TIMEOUT) -> None:
-    from walt_node.runner import run
+def os_reboot(timeout: float = KEXEC_TIMEOUT, immediate: bool = False) -> None:
+    """A plain reboot: the init system's clean ``reboot``, or with ``immediate`` (the
+    network boot mode's hook) ``busybox reboot -f``, what the server's own soft reboot
+    does there: the root is read-only plus a RAM overlay, nothing needs a clean
+    shutdown (docs/protocols.md §11)."""
+    from walt_node.runner import run, which
 
-    run(["reboot"], timeout=timeout)
+    if immediate:
+        run(["busybox", "reboot", "-f"] if which("busybox") else ["reboot", "-f"], timeout=timeout)
+    else:
+        run(["reboot"], timeout=timeout)
 
 
 def sync_filesystems(paths: Paths, timeout: float) -> bool:

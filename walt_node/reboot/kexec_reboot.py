@@ -106,6 +106,7 @@ class Options:
     deadline: float = DEFAULT_DEADLINE
     grace: float = DEFAULT_GRACE
     start: str = "/start.ipxe"
+    boot_mode: str = ""  # "network" or "hybrid" (a reboot hook's own mode); "": the node's fact
 
 
 @contextmanager
@@ -168,7 +169,8 @@ def prepare(paths: Paths, reporter: Reporter, deadline: Deadline, workdir: Path,
 
     facts = NodeFacts(paths)
     try:
-        server, mac, boot_mode = facts.server(), facts.mac, facts.boot_mode
+        server, mac = facts.server(), facts.mac
+        boot_mode = options.boot_mode or facts.boot_mode
     except (FactMissing, FactInvalid) as error:
         raise NoKexec(str(error)) from None
     reporter.server = server
@@ -295,7 +297,7 @@ def _fall_back(paths: Paths, reporter: Reporter, reason: str, options: Options) 
     reporter.send_logs()
     kexec.sync_filesystems(paths, timeout=5.0)
     try:
-        kexec.os_reboot()
+        kexec.os_reboot(immediate=options.boot_mode == "network")
     except (CommandFailed, CommandMissing) as error:
         reporter.say(f"reboot failed: {error}")
         return 1

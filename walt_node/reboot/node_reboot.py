@@ -23,8 +23,8 @@ KEXEC_DEADLINE_END = 40.0  # seconds after start by which the kexec attempt must
 KEXEC_MIN_DEADLINE = 5.0
 
 
-def reboot_method(paths: Paths) -> str:
-    method = read_key_values(paths.reboot_conf).get("method", "reboot")
+def reboot_method(paths: Paths, default: str = "reboot") -> str:
+    method = read_key_values(paths.reboot_conf).get("method", default)
     if method not in METHODS:
         raise ConfigError(f"{paths.reboot_conf}: method '{method}' is not one of "
                           + ", ".join(METHODS))
@@ -76,12 +76,12 @@ def _time_limited(hook: Path, seconds: float) -> List[str]:
     return ["timeout", "-s", "KILL", f"{seconds:.3f}", str(hook)]
 
 
-def os_reboot(grace: float) -> int:
+def os_reboot(grace: float, immediate: bool = False) -> int:
     from walt_node.reboot import kexec
     from walt_node.runner import CommandFailed, CommandMissing
 
     try:
-        kexec.os_reboot()
+        kexec.os_reboot(immediate=immediate)
     except (CommandFailed, CommandMissing) as error:
         sys.stderr.write(f"walt-reboot: reboot failed: {error}\n")
         return 1
