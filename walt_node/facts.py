@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from walt_node.errors import WaltNodeError
 from walt_node.paths import Paths
 
 DEFAULT_RPC_PORT = 12345
@@ -34,7 +35,7 @@ BOOT_MODES = ("network", "hybrid-volatile", "hybrid-persistent")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-class FactMissing(LookupError):
+class FactMissing(WaltNodeError, LookupError):
     def __init__(self, fact: str, tried: List[str]):
         self.fact = fact
         self.tried = tried
@@ -44,7 +45,7 @@ class FactMissing(LookupError):
         )
 
 
-class FactInvalid(ValueError):
+class FactInvalid(WaltNodeError, ValueError):
     pass
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from walt_node import runner
+from walt_node.errors import WaltNodeError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ EXIT_FAILED = 1
 EXIT_NOTHING_USABLE = 2
 
 
-class LldpUnavailable(RuntimeError):
+class LldpUnavailable(WaltNodeError):
     """lldpcli is missing, lldpd is not running, or its answer is unreadable."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from walt_node.errors import WaltNodeError
 from walt_node.files import edit_locked
 from walt_node.paths import Paths, live_process_file
 
@@ -44,7 +45,7 @@ EXIT_NOT_FOUND = 2
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
-class MdnsError(RuntimeError):
+class MdnsError(WaltNodeError):
     pass
 
 
@@ -263,7 +264,7 @@ class PeerWatcher:
 
 # ------------------------------------------------------------------ /etc/hosts
 
-class HostsFileError(RuntimeError):
+class HostsFileError(WaltNodeError):
     pass
 
 

@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from walt_node.bounds import MIB, Deadline, limit_reached
+from walt_node.errors import WaltNodeError
 
 REQ_NEW_INCOMING_LOGS = "REQ_NEW_INCOMING_LOGS"
 REQ_API_SESSION = "REQ_API_SESSION"
@@ -42,7 +43,7 @@ RECV_SIZE = 256 * 1024
 BOOT_URL_PREFIX = "/boot/"  # HTTP boot files of the node's bound image (docs/protocols.md §5)
 
 
-class ServerError(RuntimeError):
+class ServerError(WaltNodeError):
     """The server answered something unexpected, or a step failed."""
 
 

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 from typing import Mapping, Optional, Sequence
 
+from walt_node.errors import WaltNodeError
+
 # for callers of start(): what to connect a child's standard streams to
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 
 
-class CommandMissing(RuntimeError):
+class CommandMissing(WaltNodeError):
     def __init__(self, program: str, hint: str = ""):
         self.program = program
         message = f"'{program}' was not found on PATH"
@@ -37,7 +39,7 @@ class CommandMissing(RuntimeError):
         super().__init__(message)
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(WaltNodeError):
     def __init__(self, argv: Sequence[str], returncode: Optional[int], output: str):
         self.argv = list(argv)
         self.returncode = returncode

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from walt_node import runner
 from walt_node.bounds import Deadline, DeadlineExceeded
+from walt_node.errors import WaltNodeError
 from walt_node.paths import WALT_ROOTFS_OVERLAY, Paths
 
 EXPORT_NAME = "swap-16G"
@@ -45,7 +46,7 @@ class Check:
         return f"{'ok     ' if self.ok else 'MISSING'} {self.name}: {self.detail}"
 
 
-class StepFailed(RuntimeError):
+class StepFailed(WaltNodeError):
     pass
 
 

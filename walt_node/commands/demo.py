@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 from walt_node import runner
+from walt_node.errors import WaltNodeError
 
 DESCRIPTION = """\
 Run a short, self-contained demonstration of walt-node, with no WalT platform:
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the temporary directory (its path is printed)")
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(WaltNodeError):
     pass
 
 

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict
 
+from walt_node.errors import WaltNodeError
 from walt_node.service import on_stop_signals
 
 log = logging.getLogger("walt_node.sim")
@@ -175,7 +176,7 @@ def _announce(sim: Any, config: Any) -> None:
 
 # ----------------------------------------------------------------- control
 
-class ControlError(RuntimeError):
+class ControlError(WaltNodeError):
     pass
 
 

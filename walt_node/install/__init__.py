@@ -7,6 +7,8 @@
 - :mod:`.installer`: applying a plan (with its manifest and backups) and undoing it.
 """
 
+from walt_node.errors import WaltNodeError
+
 # How to get *this* walt-node into an image. Never pip-install it by name:
 # on PyPI that name is upstream WalT's own walt-node 10.0, a different program.
 WHEEL_HINT = ("the walt-node wheel built in its source tree with `python3 -m build` "
@@ -16,5 +18,5 @@ INSTALL_COMMANDS = ("python3 -m venv /opt/walt-node && "
                     "/opt/walt-node/bin/walt-node-setup")
 
 
-class InstallError(RuntimeError):
+class InstallError(WaltNodeError):
     """A problem the user can fix; the message says what and how."""

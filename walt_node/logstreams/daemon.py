@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+from walt_node.errors import WaltNodeError
 from walt_node.logstreams.forwarder import Forwarder
 from walt_node.logstreams.monitor_request import MonitorRequests
 from walt_node.logstreams.parse import DEFAULT_MAX_LINE, FifoParser
@@ -47,7 +48,7 @@ ADOPT_PERIOD = 10.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-class DaemonError(RuntimeError):
+class DaemonError(WaltNodeError):
     pass
 
 

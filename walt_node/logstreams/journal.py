@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from walt_node import runner
 from walt_node.config import ConfigError, meaningful_lines, read_text
+from walt_node.errors import WaltNodeError
 from walt_node.files import write_atomically
 from walt_node.service import ProblemCounter
 
@@ -200,11 +201,11 @@ class Forwarder:
 
 # ------------------------------------------------------------------ journal readers
 
-class JournalUnavailable(RuntimeError):
+class JournalUnavailable(WaltNodeError):
     pass
 
 
-class CursorRejected(RuntimeError):
+class CursorRejected(WaltNodeError):
     pass
 
 

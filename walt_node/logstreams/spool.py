@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
+from walt_node.errors import WaltNodeError
 from walt_node.files import write_atomically
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class _StreamSpool:
     append_fd: Optional[int] = None  # fd of segments[-1] while we append to it
 
 
-class SpoolError(OSError):
+class SpoolError(WaltNodeError, OSError):
     pass
 
 

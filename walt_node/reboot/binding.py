@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from walt_node.bounds import Deadline
+from walt_node.errors import WaltNodeError
 from walt_node.facts import ServerAddress
 from walt_node.text import printable
 
@@ -25,7 +26,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-class BindingUnknown(RuntimeError):
+class BindingUnknown(WaltNodeError):
     """The server could not tell (or does not know) which image the node is bound to."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from walt_node.bounds import limit_reached
+from walt_node.errors import WaltNodeError
 from walt_node.text import printable
 
 MAX_CHAIN_DEPTH = 16
@@ -150,7 +151,7 @@ class Where:
         return f"{self.location}:{self.line}"
 
 
-class IpxeError(Exception):
+class IpxeError(WaltNodeError):
     """A script could not produce a boot plan; names the file and line."""
 
     def __init__(self, message: str, where: Optional[Where] = None):

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from walt_node.errors import WaltNodeError
 from walt_node.paths import Paths
 from walt_node.reboot.ipxe import BootPlan
 
 KEXEC_TIMEOUT = 15.0
 
 
-class KexecUnavailable(RuntimeError):
+class KexecUnavailable(WaltNodeError):
     """This node cannot kexec (no binary, kernel without kexec support)."""
 
 
-class BadImage(ValueError):
+class BadImage(WaltNodeError, ValueError):
     """A downloaded kernel or initrd does not look like one."""
 
 

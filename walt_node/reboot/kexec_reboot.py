@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from walt_node.bounds import Deadline, DeadlineExceeded
+from walt_node.errors import WaltNodeError
 from walt_node.paths import Paths
 from walt_node.text import printable
 
@@ -30,7 +31,7 @@ LOG_STREAM = "walt-reboot"
 LOG_TIMEOUT = 2.0
 
 
-class NoKexec(RuntimeError):
+class NoKexec(WaltNodeError):
     """Why this reboot will not be a kexec one."""
 
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from walt_node.errors import WaltNodeError
+
 DEFAULT_CONF: Dict[str, Any] = {"kexec.allow": True}
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-class SimConfigError(ValueError):
+class SimConfigError(WaltNodeError, ValueError):
     """The simulator configuration is wrong; the message names the field."""
 
 

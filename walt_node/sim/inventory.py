@@ -11,10 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from walt_node.errors import WaltNodeError
 from walt_node.sim.config import SimConfig, SimConfigError, SimImage, SimNode, normalize_mac
 
 
-class SimError(LookupError):
+class SimError(WaltNodeError, LookupError):
     """A request names something the simulated platform does not have."""
 
 
