@@ -161,7 +161,8 @@ def test_each_check_catches_its_crossing(check) -> None:
 CORE = {"paths", "facts", "protocols", "runner", "files", "errors", "service", "log", "text", "config",
         "bounds"}
 # the library: one unit per feature, each built on the core only
-FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim", "imagecheck"}
+FEATURES = {"blink", "swap", "mdns", "lldp", "logstreams", "reboot", "install", "sim", "imagecheck",
+            "cpuinfo"}
 # pure libraries of a feature that another feature may use as they are
 SHARED = {
     "walt_node.reboot.ipxe",  # the iPXE interpreter: reboots and check-image replay scripts
