@@ -78,7 +78,8 @@ class ImageTree:
             candidate = posixpath.join(current, name)
             entry = self.lstat(candidate)
             if entry is None:
-                raise PathProblem(f"{path}: {candidate} does not exist in the image{via}")
+                where = "" if candidate == normalize(path) else f"{path}: "
+                raise PathProblem(f"{where}{candidate} does not exist in the image{via}")
             if entry.kind == "symlink" and (pending or follow_last):
                 followed += 1
                 if followed > MAX_SYMLINKS:
