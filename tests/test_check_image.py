@@ -4,7 +4,7 @@ docker-archive format `docker save` writes), read without a container engine.
 
 The image holds this machine's real static busybox, Debian kernel, its
 config and a WalT-shaped start.ipxe reaching its kernel through symlinks.
-The full check of a Debian image (the virtual node's) is tests/vnode/test_check_image.py.
+The full check of a Debian image (the virtual node's) is tests/vnode/test_image_check_vnode.py.
 """
 
 from __future__ import annotations
