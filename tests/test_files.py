@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from support.faults import waits_for_a_lock
-from support.netns import wait_until
 from support.users import run_as_other_user
+from support.wait import wait_until
 
 from walt_node.files import UnsafeFile, edit_locked, open_for_append, symlink_atomically, write_atomically
 

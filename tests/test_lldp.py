@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Callable, List, Tuple
 
 import pytest
-from support.netns import Netns, requires_netns, veth_link, wait_until
+from support.netns import Netns, requires_netns, veth_link
 from support.trickle import TrickleServer
+from support.wait import wait_until
 
 from walt_node.lldp import Neighbor, Reporter, parse_neighbors
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support.netns import Netns, requires_netns, veth_link, wait_until
+from support.netns import Netns, requires_netns, veth_link
+from support.wait import wait_until
 
 from walt_node import mdns as mdns_module
 from walt_node.mdns import (

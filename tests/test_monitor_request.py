@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 from support.logs import DaemonProcess, LogServer
-from support.netns import wait_until
+from support.wait import wait_until
 
 from walt_node.logstreams import monitor_request
 from walt_node.logstreams.monitor_request import MESSAGE, MonitorRequests

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.wait import wait_until
 
 from walt_node.protocols import (
     ApiError,
@@ -42,10 +43,7 @@ TEN_YEARS = 10 * 365 * 86400  # as the WalT 10 server counts them
 
 def wait_idle(sim: Simulator, timeout: float = 5.0) -> None:
     """Wait until the simulator has finished with every connection."""
-    deadline = time.monotonic() + timeout
-    while sim.live_connections() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sim.live_connections() == 0
+    assert wait_until(lambda: sim.live_connections() == 0, timeout), sim.live_connections()
 
 
 # ------------------------------------------------------------------ logs

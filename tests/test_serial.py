@@ -16,6 +16,7 @@ from typing import Iterator, List, Tuple
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.wait import wait_until
 
 from walt_node.logstreams import serial
 from walt_node.logstreams.serial import (
@@ -232,13 +233,11 @@ def wait_reading(tool: subprocess.Popen) -> List[bytes]:
 
 def wait_configured(slave: int, speed: int, timeout: float = 10) -> None:
     """The tool set raw mode at ``speed``: the mote may talk."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def configured() -> bool:
         attrs = termios.tcgetattr(slave)
-        if attrs[4] == speed and not attrs[3] & termios.ECHO:
-            return
-        time.sleep(0.02)
-    raise TimeoutError("walt-serial-autolog did not configure the line")
+        return attrs[4] == speed and not attrs[3] & termios.ECHO
+
+    assert wait_until(configured, timeout), "walt-serial-autolog did not configure the line"
 
 
 TRANSCRIPT = (b"bootloader v1\r\nLOGSTART\r\nLOGDEF temp T : {0} C at {site}\r\n"

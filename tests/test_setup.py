@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from support.faults import exit_code, process_state, start_interrupted, waits_for_a_lock
-from support.netns import wait_until
+from support.wait import wait_until
 
 from walt_node.install import InstallError
 from walt_node.install.environment import PythonEnv, check_python_env, data_dir
@@ -257,14 +257,14 @@ def _lines(path: Path) -> List[str]:
 
 
 def _wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"supervisor {pid} still runs after stop")
+            return True
+        return False
+
+    assert wait_until(gone, 10), f"supervisor {pid} still runs after stop"
 
 
 def test_python_scripts_get_the_environment_interpreter(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from support.users import run_as_other_user
+from support.wait import wait_until
 
 from walt_node.protocols import LogStream, fake_tftp_get, get_device_info, report_lldp_neighbor
 from walt_node.sim import SimConfig, SimConfigError
@@ -33,13 +34,9 @@ def walt_node(*args: str, timeout: float = 15) -> subprocess.CompletedProcess:
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"simulator exited {proc.returncode}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} not written within {timeout}s")
-        time.sleep(0.05)
+    assert wait_until(lambda: path.exists() or proc.poll() is not None, timeout), \
+        f"{path} not written within {timeout}s"
+    assert proc.poll() is None, f"simulator exited {proc.returncode}: {proc.stderr.read()}"
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> Tuple[int, str, str]:

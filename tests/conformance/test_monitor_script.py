@@ -19,8 +19,8 @@ from typing import Iterator
 import pexpect
 import pytest
 from support.logs import DaemonProcess, LogServer
-from support.netns import wait_until
 from support.upstream import Upstream
+from support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a mount namespace)")
 

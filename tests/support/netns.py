@@ -23,8 +23,6 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from support.wait import wait_until  # noqa: F401 (tests import it from here too)
-
 _counter = itertools.count()
 COMMAND_TIMEOUT = 10.0
 
