@@ -1,7 +1,8 @@
 #!/bin/bash
 # The virtual WalT node suite: boots Debian's kernel under qemu (TCG) with a
 # Debian root filesystem holding walt-node, and checks each feature end to end.
-# Needs root (debootstrap, chroot). First run builds tests/vnode/cache (~5 min).
+# Needs root (debootstrap, chroot). The first run builds the image cache in
+# /var/cache/walt-node-tests/vnode (~5 min), reused by every checkout.
 # Extra arguments go to pytest, e.g.: scripts/vnode-test.sh -k logs
 set -euo pipefail
 cd "$(dirname "$0")/.."

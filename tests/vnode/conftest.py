@@ -68,7 +68,7 @@ def work_dir() -> Path:
     """tests/vnode/cache/last-run: emptied at the start of a session and kept
     afterwards, so its console logs (qemu/console.log, qemu/shell.log) and
     simulator records can be read after a failure."""
-    work = image.CACHE / "last-run"
+    work = image.RUN_DIR / "last-run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     return work

@@ -4,7 +4,7 @@ Two layers, so a developer's second run is fast:
 
 * the *base* root filesystem (debootstrap of Debian packages, the host
   kernel's modules, a venv holding walt-node's dependencies from PyPI) is
-  built once and kept in ``tests/vnode/cache/base-<hash>/``; the hash covers
+  built once and kept in ``/var/cache/walt-node-tests/vnode/base-<hash>/``; the hash covers
   everything that goes into it, so changing the package list rebuilds it;
 * each run copies the base, writes the harness's guest files
   (guest_files.py), installs the freshly built walt-node wheel into the
@@ -17,6 +17,7 @@ Everything here runs as root (debootstrap and chroot need it).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -24,9 +25,10 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 from guest_files import write_guest_files
 
@@ -36,7 +38,11 @@ LOG = logging.getLogger("vnode.image")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-CACHE = HERE / "cache"
+# What takes minutes to build (the debootstrapped base, the small initrd, PyPI wheels) is
+# keyed by its recipe and kept outside the checkout, so a fresh clone (CI) reuses it;
+# each session's own files (last-run/) stay in the checkout.
+CACHE = Path(os.environ.get("WALT_NODE_TEST_CACHE", "/var/cache/walt-node-tests")) / "vnode"
+RUN_DIR = HERE / "cache"
 
 SUITE = "bookworm"
 # Packages a WalT image maintainer would install (the page's mandatory ssh
@@ -101,7 +107,21 @@ exec $B switch_root /newroot /sbin/init
 """
 
 
+@contextmanager
+def _building(what: str) -> Iterator[None]:
+    """One builder at a time of a cached artefact (several checkouts share the cache)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{what}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_small_initrd(kernel: KernelFiles) -> Path:
+    with _building("initrd"):
+        return _ensure_small_initrd(kernel)
+
+
+def _ensure_small_initrd(kernel: KernelFiles) -> Path:
     """A 2 MB initrd (static busybox + virtio/ext4 modules) instead of Debian's 33 MB one:
     quicker to boot and, above all, to fetch over fake TFTP for the kexec reboot.
     Debian's own initrd works too, but the kexec fetch of it does not fit in the
@@ -182,6 +202,11 @@ def base_key(kernel: KernelFiles) -> str:
 
 def ensure_base(kernel: KernelFiles) -> Path:
     """The cached base root filesystem, built first if needed (takes minutes once)."""
+    with _building("base"):
+        return _ensure_base(kernel)
+
+
+def _ensure_base(kernel: KernelFiles) -> Path:
     base = CACHE / f"base-{base_key(kernel)}"
     if (base / ".complete").exists():
         return base
