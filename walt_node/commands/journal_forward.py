@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-from walt_node.config import ConfigError
 from walt_node.logstreams.journal import (
     EXIT_TEMPORARY_FAILURE,
     FLUSH_TIMEOUT,
@@ -75,12 +73,7 @@ def run(args) -> int:
 
 
 def _journal_forward(args) -> int:
-    prog = "walt-node journal-forward"
-    try:
-        routes = load_config(args.config)
-    except ConfigError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
-        return 1
+    routes = load_config(args.config)  # a ConfigError is printed by the CLI
     from walt_node import log as walt_log
 
     problems = ProblemCounter(log)
@@ -96,8 +89,7 @@ def _journal_forward(args) -> int:
     try:
         _forward_from(source, forwarder, cursor_file, args, problems)
     except JournalUnavailable as error:
-        sys.stderr.write(f"{prog}: cannot read the journal: {error}\n")
-        return 1
+        raise JournalUnavailable(f"cannot read the journal: {error}") from None
     except Exception as error:  # e.g. the logs API failed: exit without saving, restart resumes
         log.exception("forwarding stopped: %s; the cursor stays at the last delivered entry", error)
         return EXIT_TEMPORARY_FAILURE

@@ -93,18 +93,12 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt_node.sim.config import SimConfigError
-    from walt_node.sim.inventory import SimError
-
-    try:
-        if args.action in ("bind", "conf"):
-            return _control(args)
-        if args.action == "show":
-            return _show(args.show_records, args.follow)
-        return _serve(args)
-    except (SimConfigError, SimError, ControlError) as error:
-        sys.stderr.write(f"walt-node sim: {error}\n")
-        return 1
+    # configuration, inventory and control errors are WaltNodeErrors: the CLI prints them
+    if args.action in ("bind", "conf"):
+        return _control(args)
+    if args.action == "show":
+        return _show(args.show_records, args.follow)
+    return _serve(args)
 
 
 # ----------------------------------------------------------------- serving
