@@ -88,8 +88,8 @@ run_autopkgtest() {  # run_autopkgtest SUITE
     mounts+=("$root")
     mkdir -p "$root/srv/test"
     cp "$deb" "$root/srv/test/"
-    (cd "$repo" && git ls-files -z debian | tar --null -T - -cf -) | tar -C "$root/srv/test" -xf -
-    cp "$repo/pyproject.toml" "$root/srv/test/"  # autopkgtest wants a source tree: debian/ is enough
+    # debian/tests alone: autopkgtest takes it as a built tree (nothing to build, no dpkg-dev)
+    (cd "$repo" && git ls-files -z debian/tests | tar --null -T - -cf -) | tar -C "$root/srv/test" -xf -
     echo "walt-node-testbed" >"$root/etc/hostname"
     say "autopkgtest on $suite: booting the testbed (systemd-nspawn, systemd inside, private network)"
     systemd-nspawn --quiet --keep-unit --register=no --private-network -D "$root" -b \
@@ -105,7 +105,8 @@ run_autopkgtest() {  # run_autopkgtest SUITE
     nsenter -t "$leader" -a /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 \
         timeout 900 autopkgtest --ignore-restrictions isolation-container --output-dir /srv/out \
         "/srv/test/$(basename "$deb")" /srv/test -- null >"$work/autopkgtest-$suite.log" 2>&1 \
-        || { tail -60 "$work/autopkgtest-$suite.log" >&2; fail "autopkgtest on $suite"; }
+        || { grep -v -e '^Get:' -e '^Ign:' -e '^Err:' -e '^  Temporary' "$root/srv/out/log" | tail -80 >&2
+             fail "autopkgtest on $suite"; }
     grep -E '^(commands|logs-daemon) +PASS' "$work/autopkgtest-$suite.log" >&2
     [ "$(grep -cE '^(commands|logs-daemon) +PASS' "$work/autopkgtest-$suite.log")" = 2 ] \
         || { cat "$work/autopkgtest-$suite.log" >&2; fail "autopkgtest on $suite: not every test passed"; }
