@@ -10,7 +10,18 @@ Side by side, on this machine, in one run:
 - CPU seconds per million lines of the daemon and its children;
 - latency FIFO write -> server receipt, p50 / p99, at 100 lines/s;
 - the ceiling: ``cat`` of the same lines, already in protocol form, into a socket;
-- the Python API: calls per second and how long ``log.echo`` blocks its caller.
+- the Python API: calls per second and how long ``log.echo`` blocks its caller;
+- the same daemon with ``--unpaced-writes`` (1 MiB writes, as before the WalT 10
+  precautions of docs/protocols.md §11), side by side: the cost of those precautions;
+- against the real WalT 10 logs listener (the upstream classes run by
+  tests/conformance/upstream_driver.py in the venv of scripts/upstream-venv.sh),
+  ``--conformance-lines`` (default 1,000,000) lines of mixed ASCII and 2-, 3- and
+  4-byte UTF-8, the listener's reads slowed (random 0-2 ms before each read) and
+  the data arriving in Ethernet-sized segments, so that reads fall anywhere:
+  lines lost, duplicates, streams the server closed, throughput.
+  ``--breaking-check`` adds the same run with ``--unpaced-writes``: it must
+  report lost lines (bounded by ``--breaking-timeout`` seconds, as it never
+  gets through).
 
 The server side is a counting server in this process: it receives in 1 MiB
 chunks and counts newlines (it is far faster than any daemon measured).
@@ -182,15 +193,15 @@ class Daemon:
                 self.proc.wait(5)
 
 
-def start_ours(work: Path, port: int) -> Daemon:
-    root = work / "ours"
+def start_ours(work: Path, port: int, *extra: str, name: str = "walt-node (this)") -> Daemon:
+    root = work / ("ours" + "".join(extra).replace("-", "_"))
     env = dict(os.environ, WALT_NODE_ROOT=str(root), PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "walt_node", "logs-daemon",
-                             "--server", f"127.0.0.1:{port}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(work / "ours.log", "wb"))
+                             "--server", f"127.0.0.1:{port}", *extra], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(work / "ours.log", "ab"))
     fifo = root / "var/lib/walt/logs.fifo"
     wait_for_reader(fifo)
-    return Daemon("walt-node (this)", proc, fifo, proc.pid)
+    return Daemon(name, proc, fifo, proc.pid)
 
 
 WALT_LOG_CAT = """\
@@ -368,6 +379,68 @@ def api_benchmark(work: Path, server: CountingServer, calls: int, via_fifo: bool
 
 # --------------------------------------------------------------- report
 
+# ------------------------------------------------ against the real WalT 10 listener
+
+def mixed_texts(count: int) -> List[str]:
+    """Numbered lines of ASCII and 2-, 3- and 4-byte UTF-8 characters (the same every run)."""
+    import random
+
+    rng = random.Random(1)
+    alphabet = ["a", "b", " ", "é", "ж", "中", "€", "😀", "𝄞"]
+    return [f"{number:07d} " + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+            for number in range(count)]
+
+
+def real_listener_run(work: Path, count: int, unpaced: bool, timeout: float) -> Dict[str, float]:
+    """``count`` mixed lines through the daemon to the real listener, reads slowed."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.upstream import UpstreamServer, build_upstream
+
+    run_dir = work / ("real-unpaced" if unpaced else "real-paced")
+    run_dir.mkdir()
+    texts = mixed_texts(count)
+    data_file = run_dir / "lines.fifo-input"
+    now = time.time()
+    with open(data_file, "w", encoding="utf-8") as out:
+        out.writelines(f"TSLOG {now:.6f} mixed {text}\n" for text in texts)
+    with UpstreamServer(build_upstream(), run_dir, slow=0.002, mss=1448) as server:
+        extra = ("--unpaced-writes",) if unpaced else ()
+        daemon = start_ours(run_dir, server.logs_port, *extra)
+        seen: set = set()
+        received = 0
+        started = time.monotonic()
+        last_new = started
+        try:
+            with open(daemon.fifo, "wb") as fifo:
+                writer = subprocess.Popen(["cat", str(data_file)], stdout=fifo)
+            while len(seen) < count and time.monotonic() - started < timeout:
+                time.sleep(0.5)
+                lines = server.lines()
+                new = lines[received:]
+                received = len(lines)
+                if new:
+                    before = len(seen)
+                    seen.update(new)
+                    if len(seen) > before:
+                        last_new = time.monotonic()
+            writer.wait(timeout)
+        finally:
+            daemon.stop()
+        closed = [c for c in server.records("closed") if c["error"]]
+    return {"lines_per_s": len(seen) / max(last_new - started, 1e-9), "lost": count - len(seen),
+            "duplicates": received - len(seen), "closed": len(closed),
+            "strangers": len(seen - set(texts))}
+
+
+def print_real_table(rows: List[tuple], count: int) -> None:
+    print(f"\nAgainst the real WalT 10 logs listener: {count:,} mixed UTF-8 lines, reads slowed "
+          "(0-2 ms) and segmented (1448 bytes)\n")
+    print(f"{'':28} {'lines/s':>10} {'lost':>9} {'duplicates':>11} {'closed by server':>17}")
+    for name, r in rows:
+        print(f"{name:28} {r['lines_per_s']:>10,.0f} {r['lost']:>9,} {r['duplicates']:>11,} "
+              f"{r['closed']:>17,}" + ("   (lines nobody wrote!)" if r["strangers"] else ""))
+
+
 def fmt(value: Optional[float], spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -387,7 +460,7 @@ def print_table(results: List[Result], count: int, line_bytes: int) -> None:
         for note in r.notes:
             print(f"    note: {note}")
     ours = results[0]
-    others = {r.name: r for r in results[2:]}
+    others = {r.name: r for r in results[3:]}
     upstream = others.get("upstream walt-node 10.0")
     roof = others.get("ceiling: cat into a socket")
     print()
@@ -407,6 +480,11 @@ def main() -> int:
     parser.add_argument("--latency-lines", type=int, default=500)
     parser.add_argument("--api-calls", type=int, default=200_000)
     parser.add_argument("--skip-upstream", action="store_true")
+    parser.add_argument("--conformance-lines", type=int, default=1_000_000,
+                        help="lines sent to the real WalT 10 listener (0: skip that part)")
+    parser.add_argument("--breaking-check", action="store_true",
+                        help="also send them with --unpaced-writes: must report lost lines")
+    parser.add_argument("--breaking-timeout", type=float, default=120.0)
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "walt-node-bench")
@@ -435,6 +513,12 @@ def main() -> int:
             mixed_result.name = "  same, 4 streams mixed"
         finally:
             ours.stop()
+        unpaced = start_ours(work, server.port, "--unpaced-writes",
+                             name="  same, --unpaced-writes")
+        try:
+            unpaced_result = throughput(unpaced, server, data_file, args.lines, 120)
+        finally:
+            unpaced.stop()
         if args.skip_upstream:
             print("upstream: skipped (--skip-upstream)")
         else:
@@ -450,7 +534,18 @@ def main() -> int:
                     upstream.stop()
         results.append(ceiling(server, proto_file, args.lines))
         results.insert(1, mixed_result)
+        results.insert(2, unpaced_result)
         print_table(results, args.lines, line_bytes)
+        print(f"throughput vs --unpaced-writes (before the WalT 10 precautions): "
+              f"{ratio(results[0].lines_per_s, unpaced_result.lines_per_s)} (target >= 0.9x)")
+        if args.conformance_lines:
+            rows = [("walt-node (this)",
+                     real_listener_run(work, args.conformance_lines, False, 3600))]
+            if args.breaking_check:
+                rows.append(("  same, --unpaced-writes",
+                             real_listener_run(work, args.conformance_lines, True,
+                                               args.breaking_timeout)))
+            print_real_table(rows, args.conformance_lines)
 
         print(f"\nPython API (log.echo), {args.api_calls} calls; blocking time per call "
               "(includes ~timer_ns of clock overhead)")
