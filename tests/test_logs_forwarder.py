@@ -92,34 +92,39 @@ def test_idle_close_and_reconnect(tmp_path: Path) -> None:
         server.crash()
 
 
-def test_writes_are_whole_lines_of_exactly_one_server_read() -> None:
-    """docs/protocols.md §11: a WalT 10 server decodes each 8 KiB read alone; a write of
-    whole lines padded to one read (zeros before a stamp) is read alone even when the
-    server is behind, and the padded stamp is the same number."""
+def test_writes_are_whole_lines_and_never_cross_an_8k_step() -> None:
+    """docs/protocols.md §11: a WalT 10 server decodes each 8 KiB read alone. Writes of
+    whole lines, padded (zeros before a stamp) up to the next 8 KiB step when more
+    lines wait, are read whole even by a server that is behind; the stamps keep
+    their values."""
     lines = [b"%.6f %s\n" % (1700000000.5 + n, "é中😀".encode() * (n % 40)) for n in range(400)]
     out = bytearray(b"".join(lines))
-    received = b""
-    while len(out) >= SERVER_READ:
-        write, carried = next_write(out, midline=False)
-        assert len(write) == SERVER_READ and write.endswith(b"\n")
+    received, unread, start = b"", 3000, 0  # 3000 bytes already written since the last step
+    while start < len(out):
+        write, carried = next_write(out, start, False, SERVER_READ - unread)
+        assert write.endswith(b"\n") and unread + len(write) <= SERVER_READ
+        if start + carried < len(out):
+            assert unread + len(write) == SERVER_READ  # more waits: filled up to the step
+        unread = (unread + len(write)) % SERVER_READ
         received += write
-        del out[:carried]
+        start += carried
     stamps = [float(line.split(b" ", 1)[0]) for line in received.splitlines()]
     texts = [line.split(b" ", 1)[1] for line in received.splitlines()]
-    assert stamps == [float(line.split(b" ", 1)[0]) for line in lines[:len(stamps)]]
-    assert texts == [line.split(b" ", 1)[1][:-1] for line in lines[:len(texts)]]
+    assert stamps == [float(line.split(b" ", 1)[0]) for line in lines]
+    assert texts == [line.split(b" ", 1)[1][:-1] for line in lines]
 
 
 def test_a_line_longer_than_a_read_is_cut_between_characters() -> None:
     line = b"1.5 " + "€".encode() * 5000 + b"\n"
-    out, pieces, midline = bytearray(line), [], False
-    while out:
-        write, carried = next_write(out, midline)
-        assert write == bytes(out[:carried]) and len(write) <= SERVER_READ
+    out, pieces, midline, start = bytearray(line), [], False, 0
+    assert next_write(out, 0, False, SERVER_READ - 100) == (b"", 0)  # waits for a new step
+    while start < len(out):
+        write, carried = next_write(out, start, midline, SERVER_READ)
+        assert write == bytes(out[start:start + carried]) and len(write) <= SERVER_READ
         write.decode()  # whole characters: a server decoding this read alone accepts it
         midline = not write.endswith(b"\n")
         pieces.append(write)
-        del out[:carried]
+        start += carried
     assert b"".join(pieces) == line and len(pieces) == 2
 
 

@@ -40,39 +40,42 @@ TCP_ESTABLISHED = 1
 FILL_LOW = 256 * 1024      # refill the out buffer from the spool below this
 FILL_CHUNK = 1024 * 1024   # bytes taken from the spool at once
 SERVER_READ = 8192         # a WalT 10 server decodes each read of 8 KiB on its own (§11)
-QUIET = 0.02               # after a write shorter than a read, the next one waits this long
-IN_FLIGHT = 4 * SERVER_READ  # unacknowledged bytes above which the next write waits
+QUIET = 0.02               # after this long without writes, the server has read them all
 SEND_BUFFER = 256 * 1024   # so that a write always fits whole in the socket (no partial send)
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 POLL_CLOSED = select.POLLIN | getattr(select, "POLLRDHUP", 0x2000) | POLL_ERRORS
 
 
-def next_write(out: bytearray, midline: bool) -> Tuple[bytes, int]:
-    """The next write to the server and how many bytes of ``out`` it carries.
+def next_write(out: bytearray, start: int, midline: bool, room: int) -> Tuple[bytes, int]:
+    """The next write to the server from ``out[start:]``, and how many bytes it carries.
 
     A WalT 10 server reads 8 KiB at a time and decodes each read alone: a
-    character cut by the end of a read makes it close the stream (§11). So a
-    write is whole lines and exactly one read long: the gap after the last line
-    that fits is filled with zeros in front of the first timestamp (``0001700000000.5``
-    is the same number). Then a server that is behind still reads one write per
-    read, and never a piece of the next one. Less than one read's worth is sent
-    as it is, and the next write then waits ``QUIET`` (for the server to read it).
-    A line longer than a read is cut between two characters, its last piece
-    ends with it.
+    character cut by the end of a read makes it close the stream (§11). A
+    server that is behind reads 8 KiB from where its last read ended; so the
+    writes are laid on a grid of 8 KiB steps (``room`` is what is left before
+    the next step) and never cross a step: whole lines that fit, and when more
+    lines wait, the gap to the step filled with zeros in front of the first
+    stamp (``0001700000000.5`` is the same number). Returns ``b""`` when not
+    even one line fits: the caller then waits until the server has read
+    everything (``QUIET``) and starts a new grid. A line longer than a read is
+    cut between two characters (from a new grid); its last piece ends with it.
     """
-    if len(out) < SERVER_READ:
-        return bytes(out), len(out)
-    end = out.rfind(b"\n", 0, SERVER_READ) + 1
+    left = len(out) - start
+    if left <= room:
+        return bytes(out[start:]), left
+    end = out.rfind(b"\n", start, start + room) + 1
     if not end:
-        end = SERVER_READ
-        while end > 1 and out[end] & 0xC0 == 0x80:  # 10xxxxxx continues a character
+        if room < SERVER_READ:
+            return b"", 0
+        end = start + SERVER_READ
+        while end > start + 1 and out[end] & 0xC0 == 0x80:  # 10xxxxxx continues a character
             end -= 1
-        return bytes(out[:end]), end
+        return bytes(out[start:end]), end - start
+    write = bytes(out[start:end])
     if midline:  # the end of a long line: its stamp went in an earlier write
-        end = out.find(b"\n", 0, SERVER_READ) + 1
-        return bytes(out[:end]), end
-    write = bytes(out[:end])
-    return _pad_stamp(write, SERVER_READ - end), end
+        return write, end - start
+    return _pad_stamp(write, start + room - end), end - start
 
 
 def segment_end(write: bytes, mss: int) -> int:
@@ -124,9 +127,9 @@ class Link:
         self.pending = b""        # the rest of a write the socket did not take at once
         self.midline = False      # ``out`` starts inside a line cut by the previous write
         self.mss = 65536          # the connection's segment size
-        self.waiting_acks = False  # writing waits for the server to acknowledge earlier writes
         self.last_write = 0.0
-        self.last_write_short = False
+        self.unread = 0           # bytes written since the last step of the 8 KiB grid
+        self.waiting_quiet = False  # the next line does not fit before the next step
         self.out = bytearray()    # oldest lines, being written on the connection
         self.tail = bytearray()   # newest lines, behind whatever is spooled
         self.written = 0          # bytes written on this connection (header included)
@@ -207,7 +210,7 @@ class Forwarder:
             if link.sock is not None:
                 events = POLL_CLOSED  # the server never writes: readable means closed or reset
                 if link.connecting or link.header_left or link.pending or \
-                        (link.out and not link.waiting_acks):
+                        (link.out and not link.waiting_quiet):
                     events |= select.POLLOUT
                 fds.append((link.sock.fileno(), events))
         return fds
@@ -220,9 +223,7 @@ class Forwarder:
             elif link.sock is None:
                 if link.tail or link.out or self._spooled(link):
                     deadlines.append(link.retry_at)
-            elif link.waiting_acks:
-                deadlines.append(self.clock() + 0.002)
-            elif link.out and not link.pending and link.last_write_short:
+            elif link.waiting_quiet:
                 deadlines.append(link.last_write + QUIET)
             elif link.sent:
                 deadlines.append(self.clock() + (0.02 if link.unacked() else self.resend_window))
@@ -349,6 +350,10 @@ class Forwarder:
         link.connecting = False
         link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        # writable (POLLOUT) only once everything written is on the wire: the next
+        # segment then leaves alone instead of being merged into the previous one
+        link.sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1)
+        link.unread = 0
         link.mss = link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) or 1448
         link.header_left = link.header
         link.written = 0
@@ -394,7 +399,7 @@ class Forwarder:
         link.header_left = b""
         link.pending = b""
         link.midline = False
-        link.waiting_acks = False
+        link.waiting_quiet = False
         link.sent.clear()
         link.retained = 0
         link.fragment = b""
@@ -439,7 +444,6 @@ class Forwarder:
                 sent = sock.send(link.header_left)
                 link.written += sent
                 link.header_left = link.header_left[sent:]
-            link.waiting_acks = False
             if not self.paced:  # the old way, kept to measure what pacing prevents
                 while link.out:
                     sent = sock.send(link.out[:FILL_CHUNK])
@@ -450,31 +454,56 @@ class Forwarder:
                     link.last_activity = now
                     self._fill(link)
                 return
-            while link.pending or link.out:
-                if not link.pending:
-                    if link.last_write_short and now - link.last_write < QUIET:
-                        return  # let the server read the short write alone
-                    if unsent_bytes(sock) > IN_FLIGHT:
-                        link.waiting_acks = True
-                        return  # a write only partly sent lets the server read a piece of it
-                    link.pending, carried = next_write(link.out, link.midline)
-                    link.last_write_short = len(link.pending) < SERVER_READ
-                    link.midline = link.out[carried - 1] != 0x0A
-                    del link.out[:carried]
-                if untransmitted_bytes(sock):
-                    link.waiting_acks = True
-                    return  # queued behind the last segment, this one would be merged into it
-                sent = sock.send(link.pending[:segment_end(link.pending, link.mss)])
-                data, link.pending = link.pending[:sent], link.pending[sent:]
-                link.written += sent
-                link.sent.append(_Sent(link.written, data))
-                link.retained += sent
-                link.last_activity = link.last_write = now
-                self._fill(link)
+            self._send_paced(link, sock, now)
         except BlockingIOError:
             return
         except OSError as error:
             self._broken(link, now, f"sending failed ({error.strerror or error})")
+
+    def _send_paced(self, link: Link, sock: socket.socket, now: float) -> None:
+        """Writes shaped for a WalT 10 server (see :func:`next_write`), each TCP segment
+        cut between characters and leaving alone (see :func:`segment_end`)."""
+        link.waiting_quiet = False
+        if link.unread and now - link.last_write >= QUIET:
+            link.unread = 0  # the server has read everything: a new grid starts here
+        taken = 0  # bytes of link.out already turned into writes (deleted once, at the end)
+        written: List[bytes] = []  # kept for a resend as one entry per call (fewer to scan)
+        try:
+            while link.pending or taken < len(link.out):
+                if not link.pending:
+                    batch: List[bytes] = []
+                    # as many writes as one segment holds (7 on loopback, 1 on Ethernet)
+                    while taken < len(link.out) and \
+                            (len(batch) + 1) * SERVER_READ <= max(link.mss, SERVER_READ):
+                        write, carried = next_write(link.out, taken, link.midline,
+                                                    SERVER_READ - link.unread)
+                        if not carried:
+                            break
+                        link.midline = link.out[taken + carried - 1] != 0x0A
+                        link.unread = (link.unread + len(write)) % SERVER_READ
+                        batch.append(write)
+                        taken += carried
+                    if not batch:
+                        link.waiting_quiet = True
+                        return
+                    link.pending = b"".join(batch)
+                if untransmitted_bytes(sock):
+                    return  # POLLOUT (TCP_NOTSENT_LOWAT) says when the last segment has left
+                sent = sock.send(link.pending[:segment_end(link.pending, link.mss)])
+                written.append(link.pending[:sent])
+                link.pending = link.pending[sent:]
+                link.last_activity = link.last_write = now
+                if len(link.out) - taken < FILL_LOW:
+                    del link.out[:taken]
+                    taken = 0
+                    self._fill(link)
+        finally:
+            del link.out[:taken]
+            if written:
+                data = b"".join(written)
+                link.written += len(data)
+                link.sent.append(_Sent(link.written, data))
+                link.retained += len(data)
 
     def _update_acks(self, link: Link, now: float) -> None:
         if not link.sent:
