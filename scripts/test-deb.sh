@@ -77,7 +77,7 @@ for file in /usr/bin/walt-node /bin/blink /bin/walt-reboot /lib/systemd/system/w
     grep -qx "$file" "$work/contents" || fail "$file is not in the package"
 done
 grep -q '^/etc/systemd' "$work/contents" && fail "the package ships files in /etc/systemd (units belong in /lib)"
-[[ $(dpkg-deb -f "$deb" Depends) == *python3-requests* ]] || fail "Depends lacks what the code imports"
+[[ $(dpkg-deb -f "$deb" Depends) == *python3-zeroconf* ]] || fail "Depends lacks what the code imports"
 [[ $(dpkg-deb -f "$deb" Depends) != *python3-systemd* ]] || fail "python3-systemd must not be a dependency"
 
 # ------------------------------------------------------------------ chroots
