@@ -69,7 +69,8 @@ def add_arguments(parser) -> None:
                                 help="--watch: re-report every neighbour after S seconds, "
                                      f"0 = never (default {DEFAULT_REFRESH:g})")
             action.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                                help="time limit of one server call (default 5)")
+                                help="time limit of one report to the server, connection included "
+                                     "(default 5)")
 
 
 
