@@ -131,6 +131,53 @@ def test_two_nodes_resolve_each_other_list_peers_and_keep_hosts(two_nodes):
     assert (a["root"] / "etc/hosts").read_text() == ORIGINAL_HOSTS
 
 
+# x86_64 select and pselect6 (glibc's select); /proc/PID/syscall: number, then the six
+# arguments, the timeout being the fifth for both
+SELECT_SYSCALLS = (23, 270)
+
+
+def _blocked_in_select(pid: int) -> list:
+    """The main thread's current syscall as [number, args...], [] when it is not in one."""
+    words = Path(f"/proc/{pid}/syscall").read_text().split()
+    return words if words and words[0] != "running" else []
+
+
+@pytest.mark.root
+@requires_netns
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86_64's")
+def test_an_idle_publisher_sleeps_until_an_event_and_still_follows_address_changes(tmp_path):
+    """Without --hosts nothing is polled: the main thread waits in select() with no timeout
+    (5th argument NULL), wakes for an address change (published again) and for SIGTERM."""
+    with veth_link((f"{NODES['a']['ip']}/24", f"{NODES['b']['ip']}/24")) as (left, right, _, right_if):
+        root = tmp_path / "b"
+        (root / "etc").mkdir(parents=True)
+        log_path = tmp_path / "b.log"
+        with open(log_path, "w") as log:
+            proc = right.popen([sys.executable, "-m", "walt_node", "mdns", "publish"],
+                               env=node_env(root, NODES["b"]), stdout=log, stderr=log)
+        try:
+            assert wait_until(lambda: "published nodeb.local" in log_path.read_text(), 30), \
+                log_path.read_text()
+            seen = []
+
+            def idle_wait() -> bool:
+                seen[:] = _blocked_in_select(proc.pid)
+                return bool(seen) and int(seen[0]) in SELECT_SYSCALLS
+            assert wait_until(idle_wait, 20, step=0.1), seen
+            assert int(seen[5], 16) == 0, f"select() with a timeout: the publisher polls ({seen})"
+
+            right.run(["ip", "addr", "add", "10.77.0.12/24", "dev", right_if])
+
+            def a_sees_new_address() -> bool:
+                done = mdns(left, node_env(tmp_path / "a", NODES["a"]), "resolve", "nodeb", "--timeout", "3")
+                return "10.77.0.12" in done.stdout
+            assert wait_until(a_sees_new_address, 30, step=0.5), log_path.read_text()
+        finally:
+            proc.terminate()
+            status = proc.wait(timeout=15)
+        assert status == 0, log_path.read_text()
+
+
 @pytest.mark.root
 @requires_netns
 def test_resolve_unknown_name_fails_within_its_timeout(tmp_path):

@@ -11,8 +11,10 @@ runs, ``publish`` stands aside: two responders for one host only conflict.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import os
 import re
 import select
 import socket
@@ -36,6 +38,7 @@ HOSTS_END = "# END walt-node mdns peers"
 DEBOUNCE = 0.5
 PEERS_REFRESH = 5.0
 RETRY_DELAY = 10.0
+HOSTS_POLL = 0.5
 FIRST_RETRY = 0.2
 
 EXIT_OK = 0
@@ -77,35 +80,34 @@ def node_identity(facts) -> Identity:
     return Identity(hostname, txt)
 
 
+def _ipv4_interfaces() -> List[Tuple[str, ipaddress.IPv4Interface]]:
+    """(interface name, address/prefix) of every IPv4 address of this host.
+
+    ifaddr (getifaddrs) comes with zeroconf, which the publisher loads anyway:
+    pyroute2 would cost the long-running publisher about 11 MiB more."""
+    import ifaddr
+
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):  # IPv4; IPv6 addresses are tuples
+                found.append((adapter.name, ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}")))
+    return found
+
+
 def local_ipv4_addresses(interface: Optional[str] = None) -> List[str]:
     """IPv4 addresses of this host, loopback and link-local excluded."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        index = None
-        if interface:
-            found = ipr.link_lookup(ifname=interface)
-            if not found:
-                raise MdnsError(f"no network interface named '{interface}'")
-            index = found[0]
-        addresses = []
-        for msg in ipr.get_addr(family=socket.AF_INET):
-            if index is not None and msg["index"] != index:
-                continue
-            address = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
-            if not (address.is_loopback or address.is_link_local):
-                addresses.append(str(address))
-    return sorted(set(addresses))
+    if interface and interface not in {name for _, name in socket.if_nameindex()}:
+        raise MdnsError(f"no network interface named '{interface}'")
+    addresses = {str(address.ip) for name, address in _ipv4_interfaces()
+                 if (not interface or name == interface)
+                 and not (address.ip.is_loopback or address.ip.is_link_local)}
+    return sorted(addresses)
 
 
 def local_ipv4_networks() -> List[ipaddress.IPv4Network]:
     """The IPv4 networks of this host's interfaces (their broadcast addresses are no peer's)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        interfaces = [f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"
-                      for msg in ipr.get_addr(family=socket.AF_INET)]
-    return sorted({ipaddress.IPv4Network(interface, strict=False) for interface in interfaces})
+    return sorted({address.network for _, address in _ipv4_interfaces()})
 
 
 # ------------------------------------------------------------------ avahi
@@ -436,27 +438,63 @@ class Publisher:
             self.info = None
 
 
+# rtnetlink multicast groups (linux/rtnetlink.h)
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+
+
 class AddressMonitor:
-    """Netlink address events (pyroute2), for a select() loop."""
+    """The kernel's notices of link and IPv4 address changes, for a select() loop.
+
+    A plain netlink socket: only "something changed" matters (the addresses
+    are read again afterwards), so nothing is parsed."""
 
     def __init__(self):
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
-
-        self.ipr = IPRoute()
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                                  socket.NETLINK_ROUTE)
         # addresses and links only: neighbour and route chatter would wake us for nothing
-        self.ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_LINK)
+        self.sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_LINK))
 
     def fileno(self) -> int:
-        return self.ipr.fileno()
+        return self.sock.fileno()
 
     def drain(self) -> None:
-        """Read what is queued, never block (get() waits when the queue is empty)."""
-        while select.select([self.ipr.fileno()], [], [], 0)[0]:
-            self.ipr.get()
+        """Read what is queued, never block."""
+        while True:
+            try:
+                self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:  # ENOBUFS: notices were lost; we re-read anyway
+                    raise
 
     def close(self) -> None:
-        self.ipr.close()
+        self.sock.close()
+
+
+class StopFlag:
+    """A threading.Event-like stop request that also wakes a select() loop (fileno)."""
+
+    def __init__(self):
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        try:
+            os.write(self._write, b"x")
+        except BlockingIOError:
+            pass  # already set: the pipe is full of stop requests
+
+    def is_set(self) -> bool:
+        return bool(select.select([self._read], [], [], 0)[0])
+
+    def fileno(self) -> int:
+        return self._read
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
 
 
 class HostsKeeper:
@@ -498,14 +536,17 @@ class HostsKeeper:
 
 
 def publish_forever(identity: Identity, paths: Paths, interface: Optional[str],
-                    manage_hosts: bool, stop: threading.Event) -> None:
+                    manage_hosts: bool, stop: StopFlag) -> None:
     publisher = Publisher(identity, lambda: local_ipv4_addresses(interface))
     monitor = AddressMonitor()
     hosts = HostsKeeper(paths, identity) if manage_hosts else None
     retry_at: Optional[float] = time.monotonic()
     try:
         while not stop.is_set():
-            if select.select([monitor], [], [], 0.5)[0]:
+            # Asleep until an address changes, a retry is due or a stop is asked:
+            # an idle publisher wakes nobody (only --hosts looks at its peers twice a second).
+            if select.select([monitor, stop], [], [], _sleep_time(retry_at, hosts))[0] \
+                    and not stop.is_set():
                 monitor.drain()
                 time.sleep(DEBOUNCE)  # an address change comes as several messages
                 monitor.drain()
@@ -520,6 +561,15 @@ def publish_forever(identity: Identity, paths: Paths, interface: Optional[str],
         if hosts is not None:
             hosts.close()
             _sync_hosts(paths, [], identity, log.warning)  # stale entries are worse than none
+
+
+def _sleep_time(retry_at: Optional[float], hosts: Optional[HostsKeeper]) -> Optional[float]:
+    """Seconds the publisher's loop may sleep; None: until an event."""
+    if hosts is not None:
+        return HOSTS_POLL
+    if retry_at is None:
+        return None
+    return max(0.0, retry_at - time.monotonic())
 
 
 def _refresh(publisher: Publisher, hosts: Optional[HostsKeeper]) -> Optional[float]:

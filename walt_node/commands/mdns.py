@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from dataclasses import asdict
 from typing import Optional
@@ -16,6 +15,7 @@ from walt_node.mdns import (
     HostsFileError,
     MdnsError,
     PeerWatcher,
+    StopFlag,
     avahi_owner,
     fqdn,
     local_ipv4_networks,
@@ -94,7 +94,7 @@ def _run_publish(args) -> int:
     except (FactMissing, FactInvalid, MdnsError) as error:
         print(f"walt-node mdns: {error}", file=sys.stderr)
         return EXIT_FAILED
-    stop = threading.Event()
+    stop = StopFlag()
     on_stop_signals(stop.set)
     try:
         publish_forever(identity, paths, args.interface, args.hosts, stop)
