@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,11 +21,14 @@ import pytest
 from support.wait import wait_until
 
 from walt_node.config import ConfigError
+from walt_node.logstreams import journal as journal_module
 from walt_node.logstreams.journal import (
+    MAX_QUIET_WAIT,
     CursorFile,
     Entry,
     Forwarder,
     MalformedEntry,
+    _journalctl_entries,
     entry_from_json,
     journalctl_argv,
     load_config,
@@ -369,3 +373,30 @@ def test_a_logging_failure_exits_75_without_moving_the_cursor(
     args = parser.parse_args([*argv[2:], "--no-follow"])
     assert journal_cmd.run(args) == journal_cmd.EXIT_TEMPORARY_FAILURE
     assert not (sim_node_root / "var/lib/walt/journal-forward.cursor").exists()
+
+
+def test_a_quiet_journal_is_waited_for_longer_and_longer_then_briskly_again(monkeypatch) -> None:
+    """An idle forwarder must not wake twice a second: while the journal stays quiet each
+    wait doubles (0.5 s up to MAX_QUIET_WAIT); the first entry brings back the short wait."""
+    read_end, write_end = os.pipe()
+    waits: List[float] = []
+    real_select = journal_module.select.select
+
+    def recording_select(readers, writers, errors, timeout):
+        waits.append(timeout)
+        return real_select(readers, writers, errors, 0)  # what is ready now, never a real wait
+
+    monkeypatch.setattr(journal_module, "select", types.SimpleNamespace(select=recording_select))
+    problems = ProblemCounter(logging.getLogger())
+    with os.fdopen(read_end, "rb") as stdout:
+        entries = _journalctl_entries(types.SimpleNamespace(stdout=stdout), problems)
+        assert [next(entries) for _ in range(9)] == [None] * 9
+        assert waits == [0.5, 1, 2, 4, 8, 16, 32, 64, 64]
+        assert MAX_QUIET_WAIT == 64
+        os.write(write_end, json.dumps({"__CURSOR": "c1", "__REALTIME_TIMESTAMP": "1",
+                                        "_SYSTEMD_UNIT": "a.service", "MESSAGE": "hello"}).encode() + b"\n")
+        assert next(entries).message == "hello"
+        os.close(write_end)
+        waits.clear()
+        assert list(entries) == []  # end of output: the reader stops
+        assert waits == [0.5]

@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_ENTRIES = 1000  # save the cursor at least this often while busy
 IDLE_WAIT = 0.5  # a quiet journal for this long triggers a checkpoint
+# While the journal stays quiet the wait doubles up to this: an idle forwarder wakes
+# about once a minute instead of twice a second (a checkpoint that could not be
+# saved is retried at the same pace).
+MAX_QUIET_WAIT = 64.0
+
+
+def quiet_waits() -> Iterator[float]:
+    """How long to wait for the next entry, one quiet period after the other."""
+    wait = IDLE_WAIT
+    while True:
+        yield wait
+        wait = min(wait * 2, MAX_QUIET_WAIT)
 FLUSH_TIMEOUT = 30.0
 START_POINTS = ("boot", "all", "now")
 SOURCES = ("auto", "python", "journalctl")
@@ -246,11 +258,13 @@ def _journalctl_entries(process: runner.Process, problems: ProblemCounter):
     assert process.stdout is not None
     pending = b""
     received = 0
+    waits = quiet_waits()
     while True:
-        ready, _, _ = select.select([process.stdout], [], [], IDLE_WAIT)
+        ready, _, _ = select.select([process.stdout], [], [], next(waits))
         if not ready:
             yield None
             continue
+        waits = quiet_waits()
         chunk = os.read(process.stdout.fileno(), 65536)
         if not chunk:
             break
@@ -304,8 +318,10 @@ def read_with_python_module(units: Sequence[str], cursor: Optional[str], start: 
         for unit in units:
             reader.add_match(_SYSTEMD_UNIT=unit)  # same field: OR-ed
         _position(reader, cursor, start)
+        waits = quiet_waits()
         while True:
             for data in iter(reader.get_next, {}):
+                waits = quiet_waits()
                 try:
                     yield entry_from_reader(data)
                 except MalformedEntry as error:
@@ -313,7 +329,7 @@ def read_with_python_module(units: Sequence[str], cursor: Optional[str], start: 
             yield None
             if not follow:
                 return
-            reader.wait(IDLE_WAIT)
+            reader.wait(next(waits))
     finally:
         reader.close()
 
