@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.idle import ON_X86_64, has_timeout, in_select
 from support.netns import Netns, requires_netns, veth_link
 from support.wait import wait_until
 
@@ -131,20 +132,9 @@ def test_two_nodes_resolve_each_other_list_peers_and_keep_hosts(two_nodes):
     assert (a["root"] / "etc/hosts").read_text() == ORIGINAL_HOSTS
 
 
-# x86_64 select and pselect6 (glibc's select); /proc/PID/syscall: number, then the six
-# arguments, the timeout being the fifth for both
-SELECT_SYSCALLS = (23, 270)
-
-
-def _blocked_in_select(pid: int) -> list:
-    """The main thread's current syscall as [number, args...], [] when it is not in one."""
-    words = Path(f"/proc/{pid}/syscall").read_text().split()
-    return words if words and words[0] != "running" else []
-
-
 @pytest.mark.root
 @requires_netns
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86_64's")
+@pytest.mark.skipif(not ON_X86_64, reason="syscall numbers are x86_64's")
 def test_an_idle_publisher_sleeps_until_an_event_and_still_follows_address_changes(tmp_path):
     """Without --hosts nothing is polled: the main thread waits in select() with no timeout
     (5th argument NULL), wakes for an address change (published again) and for SIGTERM."""
@@ -158,13 +148,9 @@ def test_an_idle_publisher_sleeps_until_an_event_and_still_follows_address_chang
         try:
             assert wait_until(lambda: "published nodeb.local" in log_path.read_text(), 30), \
                 log_path.read_text()
-            seen = []
-
-            def idle_wait() -> bool:
-                seen[:] = _blocked_in_select(proc.pid)
-                return bool(seen) and int(seen[0]) in SELECT_SYSCALLS
-            assert wait_until(idle_wait, 20, step=0.1), seen
-            assert int(seen[5], 16) == 0, f"select() with a timeout: the publisher polls ({seen})"
+            seen: list = []
+            assert wait_until(lambda: in_select(proc.pid, seen), 20, step=0.1), seen
+            assert not has_timeout(seen), f"select() with a timeout: the publisher polls ({seen})"
 
             right.run(["ip", "addr", "add", "10.77.0.12/24", "dev", right_if])
 

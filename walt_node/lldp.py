@@ -7,8 +7,9 @@ neighbour whose chassis id is a MAC address is reported with NSAPI
 :mod:`walt_node.protocols`, which builds the request with ``repr()`` of the
 real strings: a port label full of quotes stays a plain string.
 
-``--watch`` polls lldpd and reports a neighbour when it is new or changed,
-and retries failed reports. Its reports go through one NSAPI session held
+``--watch`` sleeps until lldpd tells of a change (``lldpcli watch``, or the
+server closing the session), reports a neighbour when it is new or changed,
+and retries failed reports every ``--interval`` seconds. Its reports go through one NSAPI session held
 open between rounds: when the server closes it (stopped, restarted, lost what
 it knew), every neighbour is reported again as soon as the server answers.
 Every ``--refresh`` seconds everything is re-reported anyway, in case the
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import select
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 LLDPCLI_TIMEOUT = 10.0
+DEBOUNCE = 0.5  # a change comes as several notices of lldpd: read the neighbours once
 DEFAULT_INTERVAL = 10.0
 DEFAULT_REFRESH = 600.0
 
@@ -141,6 +145,36 @@ def read_neighbors(lldpd_socket: Optional[str] = None,
     except ValueError:
         raise LldpUnavailable(f"lldpcli printed something that is not JSON: {done.stdout[:200]!r}") from None
     return parse_neighbors(document)
+
+
+class NeighborEvents:
+    """lldpd's own notices of neighbour changes (``lldpcli watch``), for a select()
+    loop: the watcher sleeps until a neighbour appears, changes or goes away,
+    instead of asking lldpd again and again. Only "something changed" matters
+    (the neighbours are read again with :func:`read_neighbors`)."""
+
+    def __init__(self, lldpd_socket: Optional[str] = None):
+        argv = ["lldpcli"] + (["-u", lldpd_socket] if lldpd_socket else []) + ["-f", "json0", "watch"]
+        try:
+            self.process = runner.start(argv, stdout=runner.PIPE, stderr=runner.DEVNULL)
+        except runner.CommandMissing:
+            raise LldpUnavailable("lldpcli was not found: install lldpd (apt install lldpd)") from None
+
+    def fileno(self) -> int:
+        return self.process.stdout.fileno()
+
+    def drain(self) -> bool:
+        """Read what lldpcli printed, never block; False once it ended (lldpd went away)."""
+        while select.select([self], [], [], 0)[0]:
+            if not os.read(self.fileno(), 65536):
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait()
+        self.process.stdout.close()
 
 
 # ---------------------------------------------------------------- reporting
@@ -255,10 +289,16 @@ class ServerSession:
         if self.broke:
             self.broke = False
             return True
-        closed = self.session is not None and self.session.closed_by_server()
+        # readable without being closed: the server spoke first (junk): start afresh too
+        closed = self.session is not None and (self.session.closed_by_server()
+                                               or bool(select.select([self.session.sock], [], [], 0)[0]))
         if closed:
             self.close()
         return closed
+
+    def waitable(self) -> List[Any]:
+        """The open session's socket (readable when the server ends it), for select()."""
+        return [self.session.sock] if self.session is not None and self.session.sock is not None else []
 
     def close(self) -> None:
         if self.session is not None:

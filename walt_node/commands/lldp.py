@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import sys
 import time
 from dataclasses import asdict
-from typing import List
+from typing import List, Optional
 
 from walt_node.commands.argtypes import positive_seconds
 from walt_node.lldp import (
+    DEBOUNCE,
     DEFAULT_INTERVAL,
     DEFAULT_REFRESH,
     EXIT_FAILED,
@@ -18,6 +20,7 @@ from walt_node.lldp import (
     EXIT_OK,
     LldpUnavailable,
     Neighbor,
+    NeighborEvents,
     Outcome,
     Reporter,
     ServerSession,
@@ -64,7 +67,8 @@ def add_arguments(parser) -> None:
             action.add_argument("--watch", action="store_true",
                                 help="keep running and report changes")
             action.add_argument("--interval", type=positive_seconds, default=DEFAULT_INTERVAL, metavar="S",
-                                help=f"--watch: seconds between two looks (default {DEFAULT_INTERVAL:g})")
+                                help="--watch: seconds between two tries while lldpd is away or a report "
+                                     f"fails (default {DEFAULT_INTERVAL:g})")
             action.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="S",
                                 help="--watch: re-report every neighbour after S seconds, "
                                      f"0 = never (default {DEFAULT_REFRESH:g})")
@@ -125,25 +129,55 @@ def _report_once(args, reporter: Reporter) -> int:
 
 def _watch(args, reporter: Reporter, server: ServerSession) -> int:
     lldpd_warned = False
-    while True:
-        if server.lost():
-            log.info("the server closed its API session (restarted?): "
-                     "reporting every neighbour again")
-            reporter.forget_all()
-        try:
-            neighbors = read_neighbors(args.lldpd_socket)
-            lldpd_warned = False
-        except LldpUnavailable as error:
-            if not lldpd_warned:  # say it once, not every round
-                log.warning("%s; retrying every %g s", error, args.interval)
-                lldpd_warned = True
-            neighbors = None
-        if neighbors is not None:
-            outcome = reporter.process(neighbors)
-            _log_outcome(outcome)
-            if outcome.reported or outcome.failed:
-                log.info("%s", outcome.summary())
-        time.sleep(args.interval)
+    events: Optional[NeighborEvents] = None
+    try:
+        while True:
+            if server.lost():
+                log.info("the server closed its API session (restarted?): "
+                         "reporting every neighbour again")
+                reporter.forget_all()
+            retry = False
+            try:
+                if events is None:  # listening before reading: no change slips in between
+                    events = NeighborEvents(args.lldpd_socket)
+                neighbors = read_neighbors(args.lldpd_socket)
+                lldpd_warned = False
+            except LldpUnavailable as error:
+                if not lldpd_warned:  # say it once, not every round
+                    log.warning("%s; retrying every %g s", error, args.interval)
+                    lldpd_warned = True
+                neighbors, retry = None, True
+            if neighbors is not None:
+                outcome = reporter.process(neighbors)
+                _log_outcome(outcome)
+                if outcome.reported or outcome.failed:
+                    log.info("%s", outcome.summary())
+                retry = bool(outcome.failed)
+            if retry and events is not None and events.process.poll() is not None:
+                events.close()
+                events = None
+            if retry or events is None:
+                timeout: Optional[float] = args.interval
+            else:  # nothing to do until a change, or the next refresh
+                timeout = args.refresh if args.refresh > 0 else None
+            if not _wait_for_change(events, server, timeout):
+                events.close()
+                events = None
+    finally:
+        if events is not None:
+            events.close()
+
+
+def _wait_for_change(events: Optional[NeighborEvents], server: ServerSession,
+                     timeout: Optional[float]) -> bool:
+    """Sleep until lldpd tells of a change, the server ends the session or `timeout`
+    (None: no timeout); False when lldpd's notices ended (lldpd stopped)."""
+    waited = ([events] if events is not None else []) + server.waitable()
+    ready = select.select(waited, [], [], timeout)[0]
+    if events is None or events not in ready:
+        return True
+    time.sleep(DEBOUNCE)  # let the rest of the change arrive
+    return events.drain()
 
 
 def _run_report(args) -> int:
