@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import List
 
+from walt_node.bounds import Deadline
 from walt_node.config import ConfigError, read_key_values
 from walt_node.paths import Paths
 
@@ -44,9 +45,9 @@ def list_hooks(directory: Path) -> List[Path]:
 def run_hooks(directory: Path, hook_timeout: float, budget: float) -> None:
     from walt_node.runner import CommandFailed, run
 
-    end = time.monotonic() + budget
+    deadline = Deadline(budget)
     for hook in list_hooks(directory):
-        left = end - time.monotonic()
+        left = deadline.remaining()
         if left <= 0:
             log.warning("hooks took more than %g s; skipping %s and later ones", budget, hook)
             return
