@@ -15,6 +15,7 @@ from typing import List
 
 import pytest
 from support.logs import DaemonProcess, LogServer, walt_env
+from support.wait import wait_until
 
 
 def run_script(code: str, env: dict, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -36,6 +37,8 @@ def test_no_daemon_goes_direct_and_flushes_at_exit(tmp_path: Path) -> None:
             log.echo("direct", "two  spaces\\tand tab", ts=1700000000.5)
         """, walt_env(tmp_path, server.port))  # no flush: the atexit hook must do it
         assert done.returncode == 0, done.stderr
+        # the script has exited: the stream's CLOSE reaching the server ends what it sent
+        assert server.wait_for(lambda records: 1 in server.closed_properly, 20), server.closed_properly
         got = texts(server, "direct")
         assert got == [b"line %d" % i for i in range(3000)] + [b"two  spaces\tand tab"]
         assert server.records()[-1].ts == 1700000000.5
@@ -123,11 +126,15 @@ def test_no_server_spools_then_delivers(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline() == "spooled\n"
-        assert list((tmp_path / "var/lib/walt/logs-spool").rglob("*.seg")), "nothing spooled"
+        # the sender spills to disk once its connection attempt failed (later on a loaded machine)
+        assert wait_until(lambda: list((tmp_path / "var/lib/walt/logs-spool").rglob("*.seg")), 10), \
+            "nothing spooled"
         server = LogServer(port=port).start()
         proc.stdin.write("go\n")
         proc.stdin.flush()
         assert proc.wait(30) == 0
+        # delivered means acknowledged by the server's kernel: its reader may still be behind
+        assert server.wait_for(lambda records: len(texts(server, "later")) >= 1001, 20)
         got = texts(server, "later")
         assert got == [b"line %d" % i for i in range(1000)] + [b"after restart"]
         assert [line.ts for line in server.records()][:1000] == [1700000000 + i for i in range(1000)]
