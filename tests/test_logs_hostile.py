@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import shutil
 import signal
 import struct
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-from support.logs import DaemonProcess, LogServer, walt_env
+from support.logs import DaemonProcess, LogServer, fill_disk, small_disk, walt_env
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -120,3 +121,159 @@ def test_walt_node_writers_are_safe_even_when_read_together_with_a_leftover(
     assert server.wait_for(lambda r: texts(server, "experiment"), 10), server.records()
     assert texts(server, "experiment") == [b"from root"]
     assert texts(server, "prank") == [b""]
+
+
+# ------------------------------------------------------------ the spool under attack
+
+def dead_port() -> int:
+    """A loopback port where no server listens (yet)."""
+    server = LogServer().start()
+    server.crash()
+    return server.port
+
+
+def wait_for_log(daemon: DaemonProcess, text: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.log():
+        assert daemon.alive(), daemon.log()
+        assert time.monotonic() < deadline, f"{text!r} not in the daemon's log: {daemon.log()}"
+        time.sleep(0.02)
+
+
+def write_lines(fifo: Path, stream: str, first: int, count: int) -> None:
+    """TSLOG lines stamped 1700000000 + n, in writes under PIPE_BUF."""
+    with open(fifo, "wb", buffering=0) as file:
+        for start in range(first, first + count, 50):
+            file.write(b"".join(b"TSLOG %d.5 %s line-%06d\n" % (1700000000 + n, stream.encode(), n)
+                                for n in range(start, min(start + 50, first + count))))
+
+
+def expect_lines(first: int, count: int) -> List[bytes]:
+    return [b"line-%06d" % n for n in range(first, first + count)]
+
+
+def start_with_few_descriptors(daemon: DaemonProcess) -> DaemonProcess:
+    """Start ``daemon`` with systemd's default soft limit of 1024 descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))  # inherited
+    try:
+        return daemon.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def restart_and_collect(root: Path, port: int, expected: int, *args: str) -> LogServer:
+    server = LogServer(port=port).start()
+    daemon = start_with_few_descriptors(DaemonProcess(root, port, *args))
+    try:
+        assert server.wait_for(lambda r: len(r) >= expected, 60), (len(server.records()), daemon.log())
+        daemon.stop()
+    finally:
+        daemon.kill()
+        server.crash()
+    return server
+
+
+def test_a_long_non_ascii_stream_name_does_not_switch_the_spool_off(tmp_path: Path) -> None:
+    port = dead_port()
+    long_name = "\u00e9t\u00e9-" * 150  # 900 bytes of UTF-8, 2700 once %-quoted
+    daemon = DaemonProcess(tmp_path, port).start()
+    try:
+        write_lines(daemon.fifo, long_name, 0, 1)
+        write_lines(daemon.fifo, "burst", 0, 20_000)  # then a burst on another stream
+        assert daemon.stop() == 0
+        assert "lost" not in daemon.log() and "No space" not in daemon.log(), daemon.log()
+    finally:
+        daemon.kill()
+    server = restart_and_collect(tmp_path, port, 20_001)
+    assert texts(server, long_name) == expect_lines(0, 1)
+    assert texts(server, "burst") == expect_lines(0, 20_000)
+
+
+def test_a_full_spool_disk_duplicates_and_cuts_nothing_and_the_spool_comes_back(
+        tmp_path: Path) -> None:
+    port = dead_port()
+    with small_disk(tmp_path / "disk", "512k") as disk:
+        args = ("--spool-dir", str(disk / "spool"))
+        daemon = DaemonProcess(tmp_path, port, *args).start()
+        try:
+            filler = fill_disk(disk, leave=8192)
+            write_lines(daemon.fifo, "s", 0, 3000)  # about 100 KB: the spool meets a full disk
+            wait_for_log(daemon, "No space left on device")
+            filler.unlink()  # space comes back
+            write_lines(daemon.fifo, "s", 3000, 3000)
+            wait_for_log(daemon, "the log spool works again")
+            assert daemon.stop() == 0
+            assert "lost" not in daemon.log(), daemon.log()
+        finally:
+            daemon.kill()
+        server = restart_and_collect(tmp_path, port, 6000, *args)
+    records = [line for line in server.records() if line.stream == "s"]
+    assert [line.text for line in records] == expect_lines(0, 6000), "each line once, whole"
+    assert [line.ts for line in records] == [1700000000.5 + n for n in range(6000)]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_has_a_total_bound_when_the_spool_is_unusable(tmp_path: Path) -> None:
+    """200 streams of 512 KiB each, server down, spool disk full: memory stays
+    bounded in total, and what was dropped is said in each stream."""
+    port = dead_port()
+    streams, per_stream = 200, 5000  # lines of about 105 bytes
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        daemon = DaemonProcess(tmp_path, port, "--spool-dir", str(disk / "spool")).start()
+        try:
+            fill_disk(disk)
+            assert daemon.proc is not None
+            baseline = rss_bytes(daemon.proc.pid)
+            padding = b"p" * 80
+            for first in range(0, per_stream, 1000):
+                for number in range(streams):
+                    write_fifo_data = b"".join(b"LOG m%03d %06d %s\n" % (number, n, padding)
+                                               for n in range(first, first + 1000))
+                    with open(daemon.fifo, "wb") as file:
+                        file.write(write_fifo_data)
+            write_lines(daemon.fifo, "marker", 0, 1)
+            wait_for_log(daemon, "dropping its oldest lines")
+            grown = rss_bytes(daemon.proc.pid) - baseline
+            assert grown < 70 * 1024 * 1024, f"{grown / 2**20:.0f} MiB for 100 MiB of lines"
+            server = LogServer(port=port).start()  # the server comes back: notices say the rest
+            try:
+                def complete(records: List) -> bool:
+                    return len({line.stream for line in records if line.stream.startswith("m")}) == streams
+                assert server.wait_for(complete, 30), daemon.log()
+                daemon.stop()
+            finally:
+                server.crash()
+        finally:
+            daemon.kill()
+    for number in range(streams):
+        got = texts(server, f"m{number:03d}")
+        notices = [int(text.split(b"] ")[1].split()[0]) for text in got if b"were dropped here" in text]
+        kept = [text for text in got if b"were dropped here" not in text]
+        assert notices and sum(notices) + len(kept) == per_stream, number
+        assert kept == [b"%06d %s" % (n, padding) for n in range(per_stream - len(kept), per_stream)]
+    assert "dropped so far" in daemon.log()
+
+
+def test_thousands_of_streams_do_not_exhaust_file_descriptors(tmp_path: Path) -> None:
+    """systemd's soft limit of 1024 descriptors; 3000 streams while the server is
+    down, then a burst on another stream; all delivered after a restart."""
+    port = dead_port()
+    daemon = start_with_few_descriptors(DaemonProcess(tmp_path, port, "--idle-close", "1"))
+    try:
+        for number in range(3000):
+            write_lines(daemon.fifo, f"many{number:04d}", number, 1)
+        write_lines(daemon.fifo, "burst", 0, 1000)
+        assert daemon.stop() == 0
+        assert "lost" not in daemon.log(), daemon.log()[-2000:]
+    finally:
+        daemon.kill()
+    server = restart_and_collect(tmp_path, port, 4000, "--idle-close", "1")
+    assert texts(server, "burst") == expect_lines(0, 1000)
+    assert all(texts(server, f"many{number:04d}") == expect_lines(number, 1) for number in range(3000))

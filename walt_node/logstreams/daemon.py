@@ -152,6 +152,7 @@ class LogsDaemon:
         self._wake_w = -1
         self._notify = _notifier()
         self._reported_counts: Dict[str, int] = {}
+        self._reported_losses = (0, 0, 0)
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -306,3 +307,9 @@ class LogsDaemon:
             log.warning("malformed FIFO input so far: %s",
                         "; ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())))
             self._reported_counts = counts
+        losses = (self.spool.dropped_lines, self.forwarder.dropped_lines,
+                  self.forwarder.spool_failures)
+        if losses != self._reported_losses:
+            log.warning("log lines dropped so far: %d from the full spool, %d from memory (server "
+                        "unreachable and spool unusable); spool failures: %d", *losses)
+            self._reported_losses = losses

@@ -43,6 +43,7 @@ SERVER_READ = 8192         # a WalT 10 server decodes each read of 8 KiB on its 
 QUIET = 0.02               # after this long without writes, the server has read them all
 SEND_BUFFER = 256 * 1024   # so that a write always fits whole in the socket (no partial send)
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+SPOOL_RETRY = 1.0          # seconds before a stream tries the spool again after a failure
 POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 POLL_CLOSED = select.POLLIN | getattr(select, "POLLRDHUP", 0x2000) | POLL_ERRORS
 
@@ -140,6 +141,7 @@ class Link:
         self.retry_at = 0.0
         self.last_activity = now
         self.dropped = 0          # lines dropped from memory (no spool available)
+        self.spool_retry_at = 0.0  # after a spool failure, leave the spool alone until then
 
     @property
     def connected(self) -> bool:
@@ -149,13 +151,15 @@ class Link:
         return bool(self.sent) and self.sent[-1].acked_at is None
 
     def has_memory_data(self) -> bool:
-        return bool(self.out or self.tail or self.header_left or self.pending or self.unacked())
+        return bool(self.out or self.tail or self.header_left or self.pending or self.dropped
+                    or self.unacked())
 
 
 class Forwarder:
     def __init__(self, address: Address, spool: Optional[Spool] = None, *,
                  idle_close: float = 30.0, max_connections: int = 64, paced: bool = True,
                  memory_limit: int = 8 * 1024 * 1024,
+                 memory_total: int = 32 * 1024 * 1024,
                  resend_window: float = 0.25, retain_bytes: int = 2 * 1024 * 1024,
                  retry_min: float = 0.05, retry_max: float = 5.0, connect_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -164,7 +168,8 @@ class Forwarder:
         self.idle_close = idle_close
         self.max_connections = max(1, max_connections)
         self.paced = paced
-        self.memory_limit = memory_limit
+        self.memory_limit = memory_limit    # lines held in memory, per stream
+        self.memory_total = memory_total    # ... and for all streams together
         self.resend_window = resend_window
         self.retain_bytes = retain_bytes
         self.retry_min = retry_min
@@ -174,7 +179,9 @@ class Forwarder:
         self.links: Dict[str, Link] = {}
         self.stopping = False
         self.delivered_connections = 0
-        self._spool_broken = False
+        self.spool_failures = 0
+        self.dropped_lines = 0              # lines dropped from memory, all streams
+        self._spool_trouble: Optional[str] = None  # the last spool error, until it works again
         self._address_error: Optional[str] = None
 
     # ------------------------------------------------------------------ input
@@ -221,13 +228,15 @@ class Forwarder:
             if link.connecting:
                 deadlines.append(link.connect_deadline)
             elif link.sock is None:
-                if link.tail or link.out or self._spooled(link):
+                if link.tail or link.out or link.dropped or self._spooled(link):
                     deadlines.append(link.retry_at)
             elif link.waiting_quiet:
                 deadlines.append(link.last_write + QUIET)
             elif link.sent:
                 deadlines.append(self.clock() + (0.02 if link.unacked() else self.resend_window))
-            elif link.tail or self._spooled(link):
+            elif self._spooled(link):
+                deadlines.append(max(self.clock(), link.spool_retry_at))
+            elif link.tail or link.dropped:
                 deadlines.append(self.clock())
             else:
                 deadlines.append(link.last_activity + self.idle_close)
@@ -237,10 +246,15 @@ class Forwarder:
     def pump(self) -> None:
         now = self.clock()
         events = self._events()
+        in_memory = 0
         for link in list(self.links.values()):
             self._service(link, events.get(link.sock.fileno(), 0) if link.sock else 0, now)
             if link.sock is None and not link.has_memory_data() and not self._spooled(link):
                 del self.links[link.stream]  # closed and empty (stream names come and go)
+            else:
+                in_memory += len(link.out) + len(link.tail)
+        if in_memory > self.memory_total:
+            self._relieve_memory(in_memory)
 
     def _events(self) -> Dict[int, int]:
         fds = self.poll_fds()
@@ -257,7 +271,7 @@ class Forwarder:
         elif link.sock is not None and events & POLL_CLOSED:
             self._check_break(link, now)
         if link.sock is None:
-            if link.tail or link.out or (self._spooled(link) and not self.stopping):
+            if link.tail or link.out or link.dropped or (self._spooled(link) and not self.stopping):
                 if now >= link.retry_at and not self.stopping:
                     if self._make_room(now):
                         self._connect(link, now)
@@ -423,16 +437,17 @@ class Forwarder:
         if len(link.out) >= FILL_LOW:
             return
         if self._spooled(link):
-            if self.stopping:
+            if self.stopping or self.clock() < link.spool_retry_at:
                 return
             assert self.spool is not None
             try:
                 link.out += self.spool.read(link.stream, FILL_CHUNK)
             except OSError as error:
-                self._spool_failed(error)
-        elif link.tail:
+                self._spool_failed(link, error)
+        elif link.tail or link.dropped:
             if link.dropped:
                 link.out += self._drop_notice(link)
+                link.dropped = 0
             link.out += link.tail
             link.tail = bytearray()
 
@@ -543,41 +558,84 @@ class Forwarder:
 
     # --------------------------------------------------------------- spooling
     def _spill(self, link: Link) -> None:
-        if self.spool is None or self._spool_broken:
-            self._bound_memory(link)
+        """Move what memory holds for ``link`` to the spool; when the spool fails
+        (disk full, too many open files), keep it in memory, bounded, and let this
+        stream try the spool again in SPOOL_RETRY seconds."""
+        if self.spool is None or self.clock() < link.spool_retry_at:
+            self._bound_memory(link, self.memory_limit)
             return
         try:
-            if link.out:
-                self.spool.prepend(link.stream, bytes(link.out))
-                link.out = bytearray()
-            if link.tail:
-                if link.dropped:
-                    self.spool.append(link.stream, self._drop_notice(link))
-                self.spool.append(link.stream, bytes(link.tail))
+            # the first line of ``out`` may be half sent on the open connection: it stays
+            keep = link.out.find(b"\n") + 1 if link.midline else 0
+            if len(link.out) > keep:
+                self.spool.prepend(link.stream, bytes(link.out[keep:]))
+                del link.out[keep:]
+            if link.tail or link.dropped:
+                notice = self._drop_notice(link) if link.dropped else b""
+                self.spool.append(link.stream, notice + link.tail)
+                link.dropped = 0
                 link.tail = bytearray()
         except OSError as error:
-            self._spool_failed(error)
-            self._bound_memory(link)
+            self._spool_failed(link, error)
+            self._bound_memory(link, self.memory_limit)
+            return
+        if self._spool_trouble is not None:
+            log.info("the log spool works again")
+            self._spool_trouble = None
 
-    def _spool_failed(self, error: OSError) -> None:
-        if not self._spool_broken:
-            log.error("%s; log lines are now kept in memory only (at most %d bytes per stream)",
-                      error, self.memory_limit)
-        self._spool_broken = True
+    def _spool_failed(self, link: Link, error: OSError) -> None:
+        link.spool_retry_at = self.clock() + SPOOL_RETRY
+        self.spool_failures += 1
+        if self._spool_trouble is None:
+            log.error("%s; keeping log lines in memory (at most %d bytes per stream, %d in all) "
+                      "and trying the spool again every %g s; further failures are counted",
+                      error, self.memory_limit, self.memory_total, SPOOL_RETRY)
+        self._spool_trouble = str(error)
 
-    def _bound_memory(self, link: Link) -> None:
-        excess = len(link.out) + len(link.tail) - self.memory_limit
-        while excess > 0:  # drop the oldest lines, counted for the notice
-            buffer = link.out if link.out else link.tail
-            cut = buffer.find(b"\n", min(excess, len(buffer)) - 1) + 1 or len(buffer)
-            link.dropped += buffer.count(b"\n", 0, cut)
-            del buffer[:cut]
-            excess -= cut
+    def _relieve_memory(self, in_memory: int) -> None:
+        """All streams together hold more than ``memory_total``: spool (or, failing
+        that, drop) the lines of the streams holding the most."""
+        for link in sorted(self.links.values(), key=lambda lk: len(lk.out) + len(lk.tail),
+                           reverse=True):
+            if in_memory <= self.memory_total:
+                return
+            held = len(link.out) + len(link.tail)
+            self._spill(link)
+            spilled = len(link.out) + len(link.tail)
+            in_memory -= held - spilled
+            if in_memory > self.memory_total:
+                self._bound_memory(link, spilled - (in_memory - self.memory_total))
+                in_memory -= spilled - (len(link.out) + len(link.tail))
+
+    def _bound_memory(self, link: Link, limit: int) -> None:
+        """Drop the oldest lines of ``link`` beyond ``limit`` bytes, counted for a notice."""
+        excess = len(link.out) + len(link.tail) - max(limit, 0)
+        if excess <= 0:
+            return
+        if not self.dropped_lines:
+            log.warning("log stream %s: the server is unreachable and the spool unusable: dropping "
+                        "its oldest lines from memory (a notice says how many; further drops "
+                        "are counted)", link.stream)
+        # never cut into the first line of ``out``: it may be half sent on the connection
+        keep = link.out.find(b"\n") + 1 if link.midline else 0
+        while excess > 0:
+            if len(link.out) > keep:
+                buffer, start = link.out, keep
+            elif link.tail:
+                buffer, start = link.tail, 0
+            else:
+                break
+            cut = buffer.find(b"\n", start + min(excess, len(buffer) - start) - 1) + 1 or len(buffer)
+            lines = buffer.count(b"\n", start, cut)
+            link.dropped += lines
+            self.dropped_lines += lines
+            excess -= cut - start
+            del buffer[start:cut]
+        link.out, link.tail = bytearray(link.out), bytearray(link.tail)  # give the memory back
 
     def _drop_notice(self, link: Link) -> bytes:
-        notice = (b"%.6f [walt-node] %d log lines of this stream were dropped here: no spool "
-                  b"and the server unreachable\n" % (time.time(), link.dropped))
-        link.dropped = 0
+        notice = (b"%.6f [walt-node] %d log lines of this stream were dropped here: the server "
+                  b"was unreachable and the log spool unusable\n" % (time.time(), link.dropped))
         return notice
 
     # --------------------------------------------------------------- shutdown
@@ -599,6 +657,7 @@ class Forwarder:
             if link.connected and not link.has_memory_data():
                 self._close_gracefully(link)
                 continue
+            link.spool_retry_at = 0.0  # last chance: try the spool whatever failed before
             acked = link.fragment + b"".join(e.data for e in link.sent if e.acked_at is not None)
             unacked = b"".join(e.data for e in link.sent if e.acked_at is None) + link.pending
             if unacked:  # resend from the start of the line the first unacked byte is in
