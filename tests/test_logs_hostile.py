@@ -238,7 +238,6 @@ def test_memory_has_a_total_bound_when_the_spool_is_unusable(tmp_path: Path) -> 
                                                for n in range(first, first + 1000))
                     with open(daemon.fifo, "wb") as file:
                         file.write(write_fifo_data)
-            write_lines(daemon.fifo, "marker", 0, 1)
             wait_for_log(daemon, "dropping its oldest lines")
             grown = rss_bytes(daemon.proc.pid) - baseline
             assert grown < 70 * 1024 * 1024, f"{grown / 2**20:.0f} MiB for 100 MiB of lines"
@@ -262,18 +261,18 @@ def test_memory_has_a_total_bound_when_the_spool_is_unusable(tmp_path: Path) -> 
 
 
 def test_thousands_of_streams_do_not_exhaust_file_descriptors(tmp_path: Path) -> None:
-    """systemd's soft limit of 1024 descriptors; 3000 streams while the server is
+    """systemd's soft limit of 1024 descriptors; 1500 streams while the server is
     down, then a burst on another stream; all delivered after a restart."""
     port = dead_port()
     daemon = start_with_few_descriptors(DaemonProcess(tmp_path, port, "--idle-close", "1"))
     try:
-        for number in range(3000):
+        for number in range(1500):
             write_lines(daemon.fifo, f"many{number:04d}", number, 1)
         write_lines(daemon.fifo, "burst", 0, 1000)
         assert daemon.stop() == 0
         assert "lost" not in daemon.log(), daemon.log()[-2000:]
     finally:
         daemon.kill()
-    server = restart_and_collect(tmp_path, port, 4000, "--idle-close", "1")
+    server = restart_and_collect(tmp_path, port, 2500, "--idle-close", "1")
     assert texts(server, "burst") == expect_lines(0, 1000)
-    assert all(texts(server, f"many{number:04d}") == expect_lines(number, 1) for number in range(3000))
+    assert all(texts(server, f"many{number:04d}") == expect_lines(number, 1) for number in range(1500))

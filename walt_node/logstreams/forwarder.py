@@ -631,7 +631,6 @@ class Forwarder:
             self.dropped_lines += lines
             excess -= cut - start
             del buffer[start:cut]
-        link.out, link.tail = bytearray(link.out), bytearray(link.tail)  # give the memory back
 
     def _drop_notice(self, link: Link) -> bytes:
         notice = (b"%.6f [walt-node] %d log lines of this stream were dropped here: the server "
