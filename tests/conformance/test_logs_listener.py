@@ -123,3 +123,21 @@ def burst_through_daemon(server: UpstreamServer, tmp_path: Path) -> None:
     print(f"20,000 mixed lines: 0 lost, {duplicates} duplicates, "
           f"{len(refused)} streams closed by the server on an error")
     assert {r["ts"] for r in server.records("log")} == {float(f"{now:.6f}")}
+
+
+def test_walt_log_monitor_reaches_the_real_listener(server, tmp_path, monkeypatch):
+    """walt-log-monitor's output, framed by START and END, as the real server stores it."""
+    from walt_node.sim.sample import make_node_root
+
+    root = make_node_root(tmp_path / "node", logs_port=server.logs_port)
+    monkeypatch.setenv("WALT_NODE_ROOT", str(root))
+    monitor = str(Path(sys.executable).parent / "walt-log-monitor")
+    script = "printf 'é 中 😀\\n'; echo 'tab\there'; seq 1 2000; printf 'last, no newline'"
+    process = subprocess.run([monitor, "sh", "-c", script], capture_output=True, timeout=60)
+    assert process.returncode == 0, process.stderr
+    expected = ["START", "é 中 😀", "tab\there", *map(str, range(1, 2001)), "last, no newline",
+                "END"]
+    assert server.wait_for(lambda: "END" in server.lines()), server.records()[-3:]
+    streams = {r["stream"] for r in server.records("log")}
+    assert len(streams) == 1 and streams.pop().startswith("sh.")
+    assert list(dict.fromkeys(server.lines())) == expected
