@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import resource
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import termios
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, List
@@ -276,3 +279,44 @@ def test_thousands_of_streams_do_not_exhaust_file_descriptors(tmp_path: Path) ->
     server = restart_and_collect(tmp_path, port, 2500, "--idle-close", "1")
     assert texts(server, "burst") == expect_lines(0, 1000)
     assert all(texts(server, f"many{number:04d}") == expect_lines(number, 1) for number in range(1500))
+
+
+def test_a_drop_notice_is_never_glued_into_a_half_sent_line(tmp_path: Path) -> None:
+    """A server that stops reading while a long line is half sent, a flood
+    behind it, and a spool too small for the flood: the dropped lines' notice
+    must come after the end of the half-sent line, not inside it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    conns: List[socket.socket] = []
+    accepted = threading.Event()
+
+    def accept() -> None:
+        conns.append(listener.accept()[0])
+        accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    daemon = DaemonProcess(tmp_path, listener.getsockname()[1], "--spool-size", "64K").start()
+    try:
+        line = b"x" * 60_000  # longer than the writes of one send: the rest waits in memory
+        with open(daemon.fifo, "wb") as fifo:
+            for number in range(500):  # 30 MB: far more than memory and the spool hold
+                fifo.write(b"TSLOG 1700000000.5 glue L%04d %s\n" % (number, line))
+            fifo.write(b"TSLOG 1700000000.5 glue end\n")
+        assert accepted.wait(10)
+        wait_for_log(daemon, "log spool full")
+        received = bytearray()
+        conns[0].settimeout(30)
+        while not received.endswith(b" end\n"):  # the server reads again, up to the last line
+            chunk = conns[0].recv(1 << 20)
+            assert chunk, bytes(received[-200:])
+            received += chunk
+        daemon.stop()
+    finally:
+        daemon.kill()
+        listener.close()
+        for conn in conns:
+            conn.close()
+    lines = bytes(received).split(b"\n")[3:-1]  # after the stream's header
+    for text in lines:
+        assert re.fullmatch(rb"1700000000\.5\d* (L\d{4} x{60000}|\[walt-node\] \d+ log lines of this "
+                            rb"stream were dropped here: .*|end)", text), text[:120] + b"..." + text[-120:]
+    assert any(b"were dropped here" in text for text in lines)
