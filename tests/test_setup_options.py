@@ -75,8 +75,22 @@ def test_ntp_time_sync_lets_the_server_fill_in_its_address(image: Path) -> None:
     assert spec["templates"] == ["/" + DROPIN]
     feature = c_feature(image, "C2")
     assert feature.status == "passes" and "NTP" in feature.found, feature
+    ok(setup(image, "--time-sync", "none"))  # no spec naming a file that is gone
+    assert not (image / DROPIN).exists() and not (image / "etc/walt/image.spec").exists()
+    ok(setup(image, "--time-sync", "ntp"))
     ok(setup(image, "--uninstall"))
     assert snapshot(image) == before
+
+
+def test_turning_ntp_off_gives_the_image_its_own_spec_back(image: Path) -> None:
+    spec = image / "etc/walt/image.spec"
+    spec.parent.mkdir(parents=True)
+    original = '{"templates": ["/etc/motd"], "maintainer": "kept"}\n'
+    spec.write_text(original)
+    ok(setup(image, "--time-sync", "ntp"))
+    assert json.loads(spec.read_text())["templates"] == ["/etc/motd", "/" + DROPIN]
+    ok(setup(image, "--time-sync", "none"))
+    assert spec.read_text() == original
 
 
 def test_time_sync_needs_its_daemon_in_the_image(image: Path) -> None:

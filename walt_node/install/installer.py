@@ -127,6 +127,7 @@ class Installer:
             return outcome
         for path in stale:
             self._remove_entry(manifest, path, outcome)
+        self._drop_spec_templates(manifest, stale, outcome)
         for path in retired:
             _delete(self.image.host(path))
             outcome.changed.append(f"removed upstream walt-node's {path}")
@@ -250,6 +251,24 @@ class Installer:
         added, _ = imagespec.add_templates(spec, missing)
         record["sha256"] = sha256_of(spec)
         outcome.changed.append(f"added {', '.join(added)} to the templates of {IMAGE_SPEC}")
+
+    def _drop_spec_templates(self, manifest: Manifest, removed: List[str], outcome: Outcome) -> None:
+        """Unregister the templates we added for files this run removed (an option turned off)."""
+        record = manifest.image_spec
+        gone = [path for path in (record or {}).get("templates", []) if path in removed]
+        if not gone:
+            return
+        kept = [path for path in record["templates"] if path not in gone]
+        if not kept:  # none of ours left: give the image its own spec back
+            manifest.image_spec = dict(record, templates=gone)
+            self._restore_spec(manifest, outcome)
+            manifest.image_spec = None
+        else:
+            spec = self.image.host(IMAGE_SPEC)
+            imagespec.remove_templates(spec, gone, created=False)
+            record.update(templates=kept, sha256=sha256_of(spec))
+            outcome.changed.append(f"removed {', '.join(gone)} from {IMAGE_SPEC}")
+        self._save(manifest)
 
     def _save(self, manifest: Manifest) -> None:
         """Write the manifest if it changed since last saved (or loaded)."""
