@@ -32,12 +32,21 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "test-deb-chroots: $*"; }
 fail() { echo "test-deb-chroots: FAILED: $*" >&2; exit 1; }
 
-cleanup() {
+release() {  # what one suite's run holds: its container, its mounts
     local i
     [ -n "$container" ] && kill "$container" 2>/dev/null && wait "$container" 2>/dev/null
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}"; done
+    mounts=()
+    container=
+}
+
+cleanup() {
+    local pid
+    for pid in "${suite_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    release
     rm -rf --one-file-system "$work"
 }
+suite_pids=()
 trap cleanup EXIT
 [ "$(id -u)" = 0 ] || fail "run as root"
 
@@ -61,9 +70,9 @@ previous_deb() {  # the package built from PREVIOUS_COMMIT, versioned just below
 run_piuparts() {  # run_piuparts SUITE
     local suite=$1 base prevrepo
     base=$("$repo/scripts/debian-cache.sh" "$suite" minbase)
-    prevrepo=$work/previous-repo
+    prevrepo=$work/previous-repo-$suite
     rm -rf "$prevrepo" && mkdir -p "$prevrepo"
-    cp "$(previous_deb)" "$prevrepo/"
+    cp "$previous" "$prevrepo/"
     (cd "$prevrepo" && dpkg-scanpackages . /dev/null >Packages 2>/dev/null)
     say "piuparts on $suite: install/purge, upgrade from $(basename "$(ls "$prevrepo"/*.deb)")"
     timeout 1800 piuparts --basetgz "$base" --distribution "$suite" --mirror "$mirror main" \
@@ -92,7 +101,7 @@ run_autopkgtest() {  # run_autopkgtest SUITE
     (cd "$repo" && git ls-files -z debian/tests | tar --null -T - -cf -) | tar -C "$root/srv/test" -xf -
     echo "walt-node-testbed" >"$root/etc/hostname"
     say "autopkgtest on $suite: booting the testbed (systemd-nspawn, systemd inside, private network)"
-    systemd-nspawn --quiet --keep-unit --register=no --private-network -D "$root" -b \
+    systemd-nspawn --quiet --keep-unit --register=no --private-network -D "$root" -b -M "walt-node-$suite-$$" \
         --console=pipe >"$work/nspawn-$suite.log" 2>&1 </dev/null &
     container=$!
     leader=
@@ -115,9 +124,22 @@ run_autopkgtest() {  # run_autopkgtest SUITE
     say "autopkgtest on $suite: PASS"
 }
 
+# The suites run side by side (mostly waiting on apt and dpkg): about the time of one.
+previous=$(previous_deb)  # built once, before the suites start
 for suite in "${suites[@]}"; do
-    for step in ${DEB_CHROOT_STEPS:-piuparts autopkgtest}; do  # e.g. DEB_CHROOT_STEPS=autopkgtest
-        "run_$step" "$suite"
-    done
+    (
+        trap release EXIT
+        for step in ${DEB_CHROOT_STEPS:-piuparts autopkgtest}; do  # e.g. DEB_CHROOT_STEPS=autopkgtest
+            "run_$step" "$suite"
+        done
+    ) >"$work/suite-$suite.log" 2>&1 &
+    suite_pids+=($!)
 done
-say "OK: piuparts and autopkgtest on ${suites[*]}"
+failed=()
+for i in "${!suites[@]}"; do
+    wait "${suite_pids[$i]}" || failed+=("${suites[$i]}")
+    cat "$work/suite-${suites[$i]}.log"
+done
+suite_pids=()
+[ ${#failed[@]} = 0 ] || fail "on ${failed[*]} (messages above)"
+say "OK: ${DEB_CHROOT_STEPS:-piuparts autopkgtest} on ${suites[*]}"
