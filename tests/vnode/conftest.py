@@ -24,6 +24,8 @@ from typing import Iterator
 
 import pytest
 import vnode_image as image
+from support.upstream import build_upstream
+from support.upstream_node import upstream_wheel_dir
 from vnode_platform import (
     FIRST_ID,
     FIRST_IMAGE,
@@ -100,6 +102,8 @@ def node_disk(platform: Platform) -> Disk:
     root = image.copy_base(base, work)
     image.configure_guest(root)
     wheel = image.build_walt_node_wheel(work / "wheel")
+    # an image that ran upstream walt-node 10.0, upgraded to walt-node (scenario 0 checks it)
+    image.install_upstream_walt_node(root, upstream_wheel_dir(), build_upstream().mount_dir)
     setup_ran = image.install_walt_node(root, wheel)
     # The boot-time swap service would try the host's standard NBD port, where
     # another test's server may be listening: the swap scenario attaches by hand.

@@ -22,6 +22,7 @@ import pytest
 from vnode_platform import SECOND_IMAGE, SECOND_MARKER, Disk, Platform
 from vnode_qemu import MAC, GuestShell, VirtualNode
 
+from walt_node import __version__
 from walt_node.sim import LogRecord
 
 NODE_NAME = "node1"
@@ -93,15 +94,29 @@ def led_triggers(shell: GuestShell) -> Dict[str, str]:
 
 # --- scenarios -----------------------------------------------------------------------
 
-def test_0_installed_like_an_image_maintainer_does(vnode: VirtualNode, node_disk: Disk) -> None:
+def test_0_installed_over_upstream_like_an_image_maintainer_does(vnode: VirtualNode, node_disk: Disk,
+                                                                  platform: Platform) -> None:
+    """The image ran upstream walt-node 10.0 (pip install walt-node==10.0 and its own
+    walt-node-setup); walt-node's wheel and setup went over it without --force."""
     if not node_disk.setup_ran:
         pytest.xfail("walt-node-setup has not landed: the harness enabled the units by hand")
     shell = vnode.shell
     version = shell.run("walt-node --version", timeout=60).check().output
-    assert version.startswith("walt-node "), version
+    assert version.strip() == f"walt-node {__version__}", version
     enabled = shell.run("systemctl is-enabled walt-logs.service", timeout=30).output.strip()
     assert enabled == "enabled", f"walt-node-setup did not enable walt-logs.service: {enabled}"
-    shell.run("test -x /bin/blink && test -x /bin/walt-reboot", timeout=30).check()
+    shell.run("test -x /bin/blink && test -x /bin/walt-reboot && test -x /bin/walt-network-reboot "
+              "&& test -x /bin/walt-hybrid-reboot", timeout=30).check()
+    # the logs service running is walt-node's, upstream's leftovers are gone or ours
+    wait_unit_active(shell, "walt-logs.service")
+    running = shell.run("systemctl show -p ExecStart --value walt-logs.service", timeout=30).check().output
+    assert "/opt/walt-node/bin/walt-node" in running and "logs-daemon" in running, running
+    links = shell.run("test ! -e /usr/local/bin/walt-python3 && readlink /usr/local/bin/walt-monitor",
+                      timeout=30).check().output.strip()
+    assert links == "/opt/walt-node/bin/walt-monitor", links
+    # a line written with the image's own tool (the server's walt-log-echo) reaches the server
+    shell.run("walt-log-echo vnode.echo 'hello from walt-log-echo'", timeout=30).check()
+    wait_lines(platform, r"vnode\.echo", ["hello from walt-log-echo"])
 
 
 def test_1_logs_reach_the_server(vnode: VirtualNode, platform: Platform) -> None:
@@ -216,18 +231,24 @@ def test_3_nbd_swap_attach_detach(vnode: VirtualNode, nbd_export: int) -> None:
     assert "nbd" not in shell.run("cat /proc/swaps", timeout=30).check().output
 
 
-def test_4_kexec_reboot_into_the_bound_image(vnode: VirtualNode, platform: Platform) -> None:
+# How walt-net-service runs the hook on REBOOT (docs/protocols.md §7): a 60 s limit, output
+# discarded; a hook that returns at all has failed (the marker line would then show).
+HOOK = "/bin/walt-network-reboot"
+AS_NET_SERVICE = f"timeout 60 {HOOK} >/dev/null 2>&1; echo HOOK-RETURNED-$?"
+
+
+def test_4_network_reboot_hook_kexecs_into_the_bound_image(vnode: VirtualNode, platform: Platform) -> None:
     shell = vnode.shell
-    reboot = "/bin/walt-reboot"
-    if shell.run(f"test -x {reboot}", timeout=30).status != 0:
-        pytest.skip(f"{reboot} has not landed: walt-node-setup did not install it")
+    if shell.run(f"test -x {HOOK}", timeout=30).status != 0:
+        pytest.skip(f"{HOOK} has not landed: walt-node-setup did not install it")
     platform.sim.bind(MAC, SECOND_IMAGE)
     console_start, shell_start = vnode.console.offset, vnode.shell_port.offset
-    shell.start_background(reboot)
+    shell.start_background(AS_NET_SERVICE)
 
     kernel = vnode.console.wait_for(r"Command line: ([^\r\n]*)\r?\n", 120, console_start,
                                     "second kernel started by kexec")
     assert "Starting new kernel" in vnode.console.text(console_start), "not a kexec jump"
+    assert "HOOK-RETURNED" not in vnode.console.text(console_start)
     assert SECOND_MARKER in kernel.group(1).split(), f"second kernel command line: {kernel.group(1)}"
     vnode.shell.wait_ready(240, shell_start)
     cmdline = shell.run("cat /proc/cmdline", timeout=30).check().output.split()
@@ -242,13 +263,14 @@ def test_4_kexec_reboot_into_the_bound_image(vnode: VirtualNode, platform: Platf
     said = [r.line for r in records_of(platform, "walt-reboot") if r.issuer == NODE_NAME]
     assert any("CHANGES" in line and SECOND_IMAGE in line for line in said), said
 
-    # Server down: walt-reboot cannot check the binding, so it must not kexec;
-    # it falls back to a normal reboot, which makes qemu (-no-reboot) exit.
+    # Server down: the hook cannot check the binding, so it must not kexec; it
+    # falls back to busybox reboot -f, which makes qemu (-no-reboot) exit.
     platform.sim.stop()
     console_start = vnode.console.offset
-    shell.start_background(reboot)
+    shell.start_background(AS_NET_SERVICE)
     status = vnode.wait_exit(150)
     after = vnode.console.text(console_start)
     assert "Starting new kernel" not in after, f"walt-reboot kexec'd with the server down:\n{after[-3000:]}"
+    assert "HOOK-RETURNED" not in after
     assert status is not None and "reboot: Restarting system" in after, \
         f"walt-reboot did not fall back to a normal reboot:\n{after[-3000:]}"

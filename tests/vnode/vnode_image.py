@@ -277,6 +277,22 @@ def build_walt_node_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
+def install_upstream_walt_node(root: Path, wheels: Path, server_mount_dir: Path) -> None:
+    """The image as its maintainer left it on a WalT 10 platform: upstream walt-node 10.0
+    (PyPI, with its dependencies from ``wheels``) in the venv, its own walt-node-setup
+    run; and the server's walt-log-echo in /bin, as the server copies it at mount time.
+    walt-node is installed over this, by install_walt_node, without --force."""
+    staged = root / "tmp/upstream-wheels"
+    shutil.copytree(wheels, staged)
+    _chroot(root, "pip install walt-node==10.0", [f"{VENV}/bin/pip", "install", "--no-index",
+                                                  "--find-links", "/tmp/upstream-wheels", "walt-node==10.0"])
+    shutil.rmtree(staged)
+    _chroot(root, "upstream walt-node-setup", [f"{VENV}/bin/walt-node-setup"])
+    for tool in ("walt-log-echo", "walt-log-cat"):
+        shutil.copy2(server_mount_dir / tool, root / "bin" / tool)
+        (root / "bin" / tool).chmod(0o755)
+
+
 def install_walt_node(root: Path, wheel: Path) -> bool:
     """pip install the wheel in the guest's venv, then walt-node-setup.
 
