@@ -47,7 +47,7 @@ collect_ignore = ["cache"]
 
 ENABLE_VAR = "WALT_VNODE"
 BOOT_TIMEOUT = 240
-GUEST_FIXTURES = {"vnode", "platform", "node_disk"}
+GUEST_FIXTURES = {"vnode", "platform", "node_disk", "base_tree"}
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     reasons = []
@@ -91,6 +91,21 @@ def platform(work_dir: Path) -> Iterator[Platform]:
     )
     with Simulator(config, host="127.0.0.1", records_path=work_dir / "sim-records.jsonl") as sim:
         yield Platform(sim, kernel, work_dir)
+
+
+@pytest.fixture
+def base_tree(tmp_path: Path) -> Iterator[Path]:
+    """A writable view of the cached Debian base tree (overlayfs: the cache is not changed)."""
+    base = image.ensure_base(image.KernelFiles.from_host())
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for directory in (upper, work, merged):
+        directory.mkdir()
+    image._run("mount overlay", ["mount", "-t", "overlay", "overlay", "-o",
+                                 f"lowerdir={base},upperdir={upper},workdir={work}", str(merged)], timeout=60)
+    try:
+        yield merged
+    finally:
+        image._run("umount overlay", ["umount", str(merged)], timeout=60)
 
 
 @pytest.fixture(scope="session")
