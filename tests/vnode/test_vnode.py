@@ -101,7 +101,8 @@ def test_0_installed_over_upstream_like_an_image_maintainer_does(vnode: VirtualN
     if not node_disk.setup_ran:
         pytest.xfail("walt-node-setup has not landed: the harness enabled the units by hand")
     shell = vnode.shell
-    version = shell.run("walt-node --version", timeout=60).check().output
+    # the first command after boot: the guest may still be busy starting services (TCG, loaded host)
+    version = shell.run("walt-node --version", timeout=240).check().output
     assert version.strip() == f"walt-node {__version__}", version
     enabled = shell.run("systemctl is-enabled walt-logs.service", timeout=30).output.strip()
     assert enabled == "enabled", f"walt-node-setup did not enable walt-logs.service: {enabled}"
