@@ -150,3 +150,13 @@ def test_hand_over_without_the_package_is_refused(tmp_path: Path) -> None:
     done = subprocess.run([WALT_NODE, "setup", "--hand-over", "--prefix", str(image)],
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 1 and "not installed" in done.stderr
+
+
+def test_setup_options_the_package_does_not_cover_are_refused_not_ignored(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "image")
+    _install_package(image)
+    before = snapshot(image)
+    done = subprocess.run([WALT_NODE, "setup", "--prefix", str(image), "--walt-node", "/usr/bin/walt-node",
+                           "--time-sync", "ntp"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 1 and "--time-sync: not available" in done.stderr
+    assert snapshot(image) == before

@@ -136,7 +136,7 @@ def _install(args: argparse.Namespace) -> int:
     walt_node = args.walt_node
     python = environment.PythonEnv.current()
     if dpkg.package_installed(image):  # before the checks of a pip installation: dpkg's turf
-        return _leave_to_package(image, walt_node or environment.default_walt_node(python))
+        return _leave_to_package(image, walt_node or environment.default_walt_node(python), args)
     if walt_node is None:
         environment.check_python_env(python, args.system)
         walt_node = environment.default_walt_node(python)
@@ -206,10 +206,19 @@ def _unit_dir(systemd_dir: Optional[str]) -> str:
     return os.path.normpath(systemd_dir)
 
 
-def _leave_to_package(image, walt_node: str) -> int:
+def _leave_to_package(image, walt_node: str, args: argparse.Namespace) -> int:
     """The Debian package walt-node is installed: dpkg manages walt-node here, setup stands aside."""
     from walt_node.install.dpkg import PACKAGE_WALT_NODE
 
+    opt_in = [option for option, given in (
+        ("--time-sync", args.time_sync), ("--cpuinfo", args.cpuinfo), ("--no-cpuinfo", args.no_cpuinfo),
+        ("--image-shell/--no-image-shell", args.image_shell is not None),
+        ("--spec-template", args.spec_template), ("--install-packages", args.install_packages)) if given]
+    if walt_node == PACKAGE_WALT_NODE and opt_in:
+        raise InstallError(
+            f"{', '.join(opt_in)}: not available where the Debian package walt-node is installed "
+            f"(in {image.root}); nothing was changed. The package installs the services only: "
+            "set these up by hand, or install walt-node from its wheel in a venv instead of the package")
     if walt_node == PACKAGE_WALT_NODE:
         _say(f"walt-node is installed in {image.root} by the Debian package walt-node: dpkg installed "
              "and enabled its units, /bin/blink and the reboot hooks (dpkg -L walt-node lists them); "
