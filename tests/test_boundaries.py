@@ -127,9 +127,10 @@ def fact_reads(path: Path, tree: ast.AST) -> Iterator[tuple]:
 
 @pytest.mark.parametrize("check", [
     program_starts,
-    # strict: passes the day the forwarder's connections move into protocols.py, and then says so
+    # strict: passes the day the last crossing is gone, and then says so
     pytest.param(server_sockets, marks=pytest.mark.xfail(
-        strict=True, reason="logstreams/forwarder.py still opens its own non-blocking connections")),
+        strict=True, reason="mdns.py opens a netlink socket and calls socket.if_nameindex "
+                            "(the log forwarder's connections moved into protocols.py)")),
     filesystem_locations,
     fact_reads,
 ], ids=["programs-only-via-runner", "server-sockets-only-in-protocols", "locations-only-in-paths",

@@ -185,6 +185,49 @@ def unsent_bytes(sock: socket.socket) -> int:
 
 
 SIOCOUTQNSD = 0x894B
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+
+def start_log_connection(host: str, port: int) -> Tuple[socket.socket, int]:
+    """A non-blocking connection to the logs port being made, for the log forwarder:
+    the socket and ``connect_ex``'s errno (OSError if the address does not resolve)."""
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    return sock, sock.connect_ex(addr)
+
+
+def connection_error(sock: socket.socket) -> int:
+    """The errno a non-blocking connect ended with (0: connected)."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+def tune_log_connection(sock: socket.socket, send_buffer: int) -> int:
+    """Settings for writes a WalT 10 server decodes whole (§11); returns the segment size.
+
+    No Nagle delay; a send buffer a whole write always fits in; writable (POLLOUT)
+    only once everything written is on the wire, so that the next segment leaves
+    alone instead of being merged into the previous one."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1)
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) or 1448
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The connection's TCP state (1: established)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    return struct.unpack("B", info[:1])[0]
+
+
+def end_log_stream(sock: socket.socket) -> None:
+    """``CLOSE``, then no more writes: the server ends the stream without a
+    disconnection record (§2). Errors are ignored (the stream is over either way)."""
+    try:
+        sock.send(b"CLOSE\n")
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def untransmitted_bytes(sock: socket.socket) -> int:

@@ -24,13 +24,21 @@ import errno
 import logging
 import select
 import socket
-import struct
 import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from walt_node.logstreams.spool import Spool
-from walt_node.protocols import log_stream_header, unsent_bytes, untransmitted_bytes
+from walt_node.protocols import (
+    connection_error,
+    end_log_stream,
+    log_stream_header,
+    start_log_connection,
+    tcp_state,
+    tune_log_connection,
+    unsent_bytes,
+    untransmitted_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,6 @@ FILL_CHUNK = 1024 * 1024   # bytes taken from the spool at once
 SERVER_READ = 8192         # a WalT 10 server decodes each read of 8 KiB on its own (§11)
 QUIET = 0.02               # after this long without writes, the server has read them all
 SEND_BUFFER = 256 * 1024   # so that a write always fits whole in the socket (no partial send)
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 SPOOL_RETRY = 1.0          # seconds before a stream tries the spool again after a failure
 POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 POLL_CLOSED = select.POLLIN | getattr(select, "POLLRDHUP", 0x2000) | POLL_ERRORS
@@ -99,11 +106,6 @@ def _pad_stamp(lines: bytes, pad: int) -> bytes:
             return lines[:start] + b"0" * pad + lines[start:]
         start = lines.find(b"\n", start) + 1 or len(lines)
     return lines
-
-
-def tcp_state(sock: socket.socket) -> int:
-    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
-    return struct.unpack("B", info[:1])[0]
 
 
 class _Sent:
@@ -322,13 +324,10 @@ class Forwarder:
             return
         self._address_error = None
         try:
-            family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock, err = start_log_connection(host, port)
         except OSError as error:
             self._failed(link, now, f"cannot resolve {host}:{port}: {error}")
             return
-        sock.setblocking(False)
-        err = sock.connect_ex(addr)
         link.sock = sock
         if err in (0, errno.EINPROGRESS, errno.EAGAIN):
             link.connecting = True
@@ -347,7 +346,7 @@ class Forwarder:
     def _progress_connect(self, link: Link, events: int, now: float) -> None:
         assert link.sock is not None
         if events & (select.POLLOUT | POLL_ERRORS):
-            err = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            err = connection_error(link.sock)
             if err == 0:
                 self._connected(link)
                 return
@@ -362,13 +361,8 @@ class Forwarder:
     def _connected(self, link: Link) -> None:
         assert link.sock is not None
         link.connecting = False
-        link.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        # writable (POLLOUT) only once everything written is on the wire: the next
-        # segment then leaves alone instead of being merged into the previous one
-        link.sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1)
+        link.mss = tune_log_connection(link.sock, SEND_BUFFER)
         link.unread = 0
-        link.mss = link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) or 1448
         link.header_left = link.header
         link.written = 0
         self.delivered_connections += 1
@@ -420,11 +414,7 @@ class Forwarder:
 
     def _close_gracefully(self, link: Link) -> None:
         assert link.sock is not None
-        try:
-            link.sock.send(b"CLOSE\n")
-            link.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        end_log_stream(link.sock)
         self._abort(link)
 
     def _idle(self, link: Link, now: float) -> bool:
