@@ -267,7 +267,7 @@ def test_thousands_of_streams_do_not_exhaust_file_descriptors(tmp_path: Path) ->
     """systemd's soft limit of 1024 descriptors; 1500 streams while the server is
     down, then a burst on another stream; all delivered after a restart."""
     port = dead_port()
-    daemon = start_with_few_descriptors(DaemonProcess(tmp_path, port, "--idle-close", "1"))
+    daemon = start_with_few_descriptors(DaemonProcess(tmp_path, port))
     try:
         for number in range(1500):
             write_lines(daemon.fifo, f"many{number:04d}", number, 1)
@@ -276,7 +276,7 @@ def test_thousands_of_streams_do_not_exhaust_file_descriptors(tmp_path: Path) ->
         assert "lost" not in daemon.log(), daemon.log()[-2000:]
     finally:
         daemon.kill()
-    server = restart_and_collect(tmp_path, port, 2500, "--idle-close", "1")
+    server = restart_and_collect(tmp_path, port, 2500)
     assert texts(server, "burst") == expect_lines(0, 1000)
     assert all(texts(server, f"many{number:04d}") == expect_lines(number, 1) for number in range(1500))
 
