@@ -124,6 +124,12 @@ def node_disk(platform: Platform) -> Disk:
     # another test's server may be listening: the swap scenario attaches by hand.
     (root / "etc/walt").mkdir(parents=True, exist_ok=True)
     (root / "etc/walt/walt-nbd-swap.disabled").touch()
+    # The image has an ssh server and lldpd (check-image's tests need a complete WalT
+    # image), but the harness talks over its serial shell and no switch speaks LLDP
+    # here: not started, they cost nothing in TCG boot time.
+    for unit in ("ssh.service", "lldpd.service"):
+        (root / "etc/systemd/system" / unit).unlink(missing_ok=True)
+        (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
     # This image boots with iPXE, so its maintainer opts in to kexec reboots.
     (root / "etc/walt/reboot.conf").write_text("method = kexec\n")
     sim = platform.sim
