@@ -366,3 +366,89 @@ def copy_base(base: Path, work: Path) -> Path:
     _run("copy base rootfs", ["cp", "-a", "--reflink=auto", str(base), str(root)], timeout=300)
     (root / ".complete").unlink()
     return root
+
+
+# ------------------------------------------------------------------ upstream side
+# For side-by-side measures (benchmarks/footprint.py): the same image, plus what an
+# image running upstream walt-node 10.0 runs instead of walt-node's services.
+UPSTREAM_VENV = "/opt/walt-upstream"
+UPSTREAM_PACKAGES: Sequence[str] = ("avahi-daemon",)
+# Upstream's daemon gets its own FIFO directory (its FIFO path is fixed and is ours too).
+UPSTREAM_FIFO_DIR = "/var/lib/walt-upstream"
+UPSTREAM_UNIT = "walt-upstream-logs.service"
+UPSTREAM_RECIPE_VERSION = "1"
+
+
+def ensure_upstream_base(kernel: KernelFiles, upstream_wheels: Path, server_mount_dir: Path) -> Path:
+    """The cached base plus, switched off, upstream walt-node 10.0 and avahi-daemon.
+
+    `upstream_wheels` holds PyPI's walt-node 10.0 and its dependencies (the test
+    oracle, tests/support/upstream_node.py); `server_mount_dir` is the
+    walt/server/mount directory of walt-server 10.0 (scripts/upstream-venv.sh),
+    whose walt-log-cat and walt-log-tee a WalT server puts in every image and
+    upstream's daemon runs for each log stream."""
+    base = ensure_base(kernel)
+    with _building("upstream-layer"):
+        return _ensure_upstream_base(base, upstream_wheels, server_mount_dir)
+
+
+def _ensure_upstream_base(base: Path, upstream_wheels: Path, server_mount_dir: Path) -> Path:
+    recipe = {"base": base.name, "packages": sorted(UPSTREAM_PACKAGES),
+              "wheels": sorted(p.name for p in upstream_wheels.glob("*.whl")),
+              "recipe": UPSTREAM_RECIPE_VERSION}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    layer = CACHE / f"{base.name}-upstream-{key}"
+    if (layer / ".complete").exists():
+        return layer
+    partial = layer.with_name(layer.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    _run("copy base for the upstream layer", ["cp", "-a", "--reflink=auto", str(base), str(partial)],
+         timeout=600)
+    (partial / ".complete").unlink()
+    _install_upstream_packages(partial)
+    _install_upstream_walt_node(partial, upstream_wheels, server_mount_dir)
+    (partial / ".complete").write_text("ok\n")
+    shutil.rmtree(layer, ignore_errors=True)
+    partial.rename(layer)
+    return layer
+
+
+def _install_upstream_packages(root: Path) -> None:
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink() or not resolv.exists():
+        resolv.unlink(missing_ok=True)
+        shutil.copy2("/etc/resolv.conf", resolv)
+    _chroot(root, "apt-get update", ["apt-get", "update", "-q"], timeout=600)
+    _chroot(root, "apt-get install " + " ".join(UPSTREAM_PACKAGES),
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *UPSTREAM_PACKAGES],
+            timeout=900)
+    _chroot(root, "apt-get clean", ["apt-get", "clean"])
+    shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
+    (root / "var/lib/apt/lists/partial").mkdir(parents=True)
+    # Not started at boot: walt-node's mDNS publisher stands aside when avahi runs.
+    _chroot(root, "disable avahi", ["systemctl", "disable", "avahi-daemon.service",
+                                    "avahi-daemon.socket"])
+
+
+def _install_upstream_walt_node(root: Path, wheels: Path, server_mount_dir: Path) -> None:
+    staged = root / "tmp/upstream-wheels"
+    shutil.copytree(wheels, staged, dirs_exist_ok=True)
+    _chroot(root, "python3 -m venv (upstream)", ["python3", "-m", "venv", UPSTREAM_VENV])
+    _chroot(root, "pip install walt-node==10.0",
+            [f"{UPSTREAM_VENV}/bin/pip", "install", "--no-index", "--find-links",
+             "/tmp/upstream-wheels", "walt-node==10.0"], timeout=600)
+    shutil.rmtree(staged)
+    for tool in ("walt-log-cat", "walt-log-tee"):
+        shutil.copy2(server_mount_dir / tool, root / "bin" / tool)
+        (root / "bin" / tool).chmod(0o755)
+    (root / UPSTREAM_FIFO_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    # Upstream's own unit, pointed at its venv and given its own FIFO directory.
+    shipped = sorted((root / UPSTREAM_VENV.lstrip("/")).glob(
+        "lib/python3*/site-packages/walt/node/setup/walt-logs.service"))
+    if not shipped:
+        raise ImageBuildError("upstream walt-node 10.0 installed no walt/node/setup/walt-logs.service")
+    text = shipped[0].read_text().replace("/usr/local/bin/walt-logs-daemon",
+                                          f"{UPSTREAM_VENV}/bin/walt-logs-daemon")
+    text = text.replace("[Service]\n", f"[Service]\nBindPaths={UPSTREAM_FIFO_DIR}:/var/lib/walt\n"
+                        f"Environment=PATH={UPSTREAM_VENV}/bin:/usr/local/bin:/usr/bin:/bin\n")
+    (root / "etc/systemd/system" / UPSTREAM_UNIT).write_text(text)
