@@ -143,8 +143,10 @@ def timed_start(node: VirtualNode, sim: Simulator, side: Side, tag: str) -> floa
     """Seconds from `systemctl start` to a line written to the FIFO reaching the server."""
     stream = f"ready.{tag}"
     started = time.monotonic()
-    node.shell.run(f"test -p {side.fifo} && systemctl start {' '.join(side.units)} "
-                   f"&& echo 'LOG {stream} up' > {side.fifo}", timeout=180).check()
+    # never a regular file at the FIFO path (walt-node's daemon removes its FIFO when it stops)
+    fifo = side.fifo
+    node.shell.run(f"{{ test ! -e {fifo} || test -p {fifo}; }} && systemctl start {' '.join(side.units)} "
+                   f"&& echo 'LOG {stream} up' > {fifo}", timeout=180).check()
     if not sim.wait_for_logs(lambda records: any(r.stream == stream for r in records), 120):
         raise RuntimeError(f"{side.name}: the ready line {stream} never reached the server")
     return time.monotonic() - started
