@@ -144,3 +144,13 @@ def test_daemon_survives_garbage_and_delivers_valid_lines(tmp_path: Path) -> Non
     finally:
         daemon.kill()
         server.crash()
+
+
+def test_a_tslog_cut_before_or_inside_its_stamp_stays_one_request() -> None:
+    """``TS`` left over, then a read of ``LOG `` or ``LOG 17`` alone: the stamp has not
+    arrived yet, so this is the same TSLOG request, not a new LOG one (found by the fuzz
+    test above with cuts after 2 and 6 bytes)."""
+    for cuts in ((b"TS", b"LOG ", b"17.5 a x\n"), (b"TS", b"LOG 17", b".5 a x\n")):
+        parser = FifoParser(clock=lambda: 3.0)
+        batches = [parser.feed(chunk) for chunk in cuts]
+        assert batches[-1] == {b"a": [b"17.5 x\n"]}, cuts

@@ -149,6 +149,8 @@ class FifoParser:
         if self._partial != b"TS":
             return False
         end = chunk.find(b" ", 4)
+        if end < 0 and b"\n" not in chunk:  # the read ended inside the stamp: what came is its start
+            return chunk[4:].replace(b".", b"", 1).isdigit() or chunk[4:] in (b"", b".")
         return self._timestamp(chunk[4:end] if end >= 0 else chunk[4:]) is not None
 
     def pending_bytes(self) -> int:
