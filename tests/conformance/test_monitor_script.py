@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import termios
 from pathlib import Path
 from typing import Iterator
@@ -63,7 +64,11 @@ def test_upstream_walt_log_monitor_ends_with_the_message_and_runs_nothing(
         assert "answered the MONITOR request of pid" in daemon.log()
         assert not [line for line in server.records() if line.stream.endswith(".monitor")]
     finally:
-        # closing the terminal also ends the script's background copy loop, still blocked
-        # opening its stdin FIFO (the script's own cleanup does not reach it)
+        # the script's background copy loop, still blocked opening its stdin FIFO, is in
+        # the script's process group (no job control) and outlives the terminal: end it
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         child.close(force=True)
 
