@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:?usage: scripts/fresh-path.sh DIR}
-rm -rf "$dir" && mkdir -p "$dir"
+rm -rf "$dir" && mkdir -p "$dir" && chmod 755 "$dir"  # tests run programs as other users too
 
 wanted() { grep -v '^\s*\(#\|$\)' "$1"; }
 mapfile -t listed < <(wanted .ci/apt-packages)
