@@ -20,6 +20,7 @@ from typing import Iterator
 
 import pytest
 from support.kexec import Recorder, fixture_simulator, prepare_node_root
+from support.logs import DaemonProcess, LogServer
 
 from walt_node.sim import Simulator
 from walt_node.sim.sample import make_node_root, sample_config
@@ -117,3 +118,22 @@ def boot_sim() -> Iterator[Simulator]:
 def boot_root(tmp_path: Path, boot_sim: Simulator) -> Path:
     """A node root for ``boot_sim``'s node (kexec support, walt-env, cmdline)."""
     return prepare_node_root(tmp_path / "root", boot_sim)
+
+
+@pytest.fixture
+def server() -> Iterator[LogServer]:
+    """A recording logs server on loopback (tests/support/logs.py)."""
+    srv = LogServer().start()
+    yield srv
+    srv.crash()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, server: LogServer) -> Iterator[DaemonProcess]:
+    """walt-node's logs daemon on a node root in ``tmp_path``, sending to ``server``
+    (its /tmp is world-writable like a node's, for monitor requests' FIFOs)."""
+    (tmp_path / "tmp").mkdir(mode=0o1777)
+    (tmp_path / "tmp").chmod(0o1777)
+    proc = DaemonProcess(tmp_path, server.port).start()
+    yield proc
+    proc.kill()

@@ -10,24 +10,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
-import pytest
 from support.logs import DaemonProcess, Line, LogServer, walt_env
-
-
-@pytest.fixture
-def server() -> Iterator[LogServer]:
-    srv = LogServer().start()
-    yield srv
-    srv.crash()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, server: LogServer) -> Iterator[DaemonProcess]:
-    proc = DaemonProcess(tmp_path, server.port).start()
-    yield proc
-    proc.kill()
 
 
 def write_fifo(fifo: Path, data: bytes) -> None:

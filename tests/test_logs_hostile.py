@@ -43,13 +43,6 @@ def public_root() -> Iterator[Path]:
 
 
 @pytest.fixture
-def server() -> Iterator[LogServer]:
-    srv = LogServer().start()
-    yield srv
-    srv.crash()
-
-
-@pytest.fixture
 def daemon(public_root: Path, server: LogServer) -> Iterator[DaemonProcess]:
     proc = DaemonProcess(public_root, server.port).start()
     yield proc

@@ -206,21 +206,6 @@ def test_refusals_are_logged_once_then_counted(paths: Paths, caplog) -> None:
 
 # ------------------------------------------------------------------ in the daemon
 
-@pytest.fixture
-def server() -> Iterator[LogServer]:
-    srv = LogServer().start()
-    yield srv
-    srv.crash()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, server: LogServer) -> Iterator[DaemonProcess]:
-    (tmp_path / "tmp").mkdir()
-    proc = DaemonProcess(tmp_path, server.port).start()
-    yield proc
-    proc.kill()
-
-
 @needs_root
 def test_the_daemon_answers_a_genuine_request_and_refuses_a_forged_one(
         daemon: DaemonProcess, server: LogServer, tmp_path: Path, nobody_process: int) -> None:

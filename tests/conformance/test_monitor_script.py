@@ -15,7 +15,6 @@ import shlex
 import signal
 import termios
 from pathlib import Path
-from typing import Iterator
 
 import pexpect
 import pytest
@@ -24,21 +23,6 @@ from support.upstream import Upstream
 from support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a mount namespace)")
-
-
-@pytest.fixture
-def server() -> Iterator[LogServer]:
-    srv = LogServer().start()
-    yield srv
-    srv.crash()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, server: LogServer) -> Iterator[DaemonProcess]:
-    (tmp_path / "tmp").mkdir(mode=0o1777)
-    proc = DaemonProcess(tmp_path, server.port).start()
-    yield proc
-    proc.kill()
 
 
 def test_upstream_walt_log_monitor_ends_with_the_message_and_runs_nothing(
