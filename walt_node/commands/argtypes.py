@@ -42,3 +42,11 @@ def host_port(text: str) -> Tuple[str, Optional[int]]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"invalid server '{text}': expected HOST or HOST:PORT")
     return host, int(port)
+
+
+def name_value(text: str) -> Tuple[str, str]:
+    """NAME=VALUE (an iPXE variable, an image label); repeated options give dict(pairs)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"'{text}': expected NAME=VALUE, e.g. product=X")
+    return name, value

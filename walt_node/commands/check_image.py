@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, List
 
-from walt_node.errors import WaltNodeError
+from walt_node.commands.argtypes import name_value
 
 DESCRIPTION = """\
 Check that an OS image provides what WalT needs to boot it (features B1-B7 of
@@ -33,37 +32,24 @@ Examples:
 """
 
 
-class UsageProblem(WaltNodeError):
-    exit_status = 2
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", type=Path, metavar="TARGET",
                         help="image root directory, or docker/podman/OCI image archive")
-    parser.add_argument("--label", dest="labels", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--label", dest="labels", action="append", default=[], type=name_value,
+                        metavar="NAME=VALUE",
                         help="an image label (repeatable); for a directory, or to override the "
                              "archive's")
-    parser.add_argument("--ipxe-set", dest="ipxe", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--ipxe-set", dest="ipxe", action="append", default=[], type=name_value,
+                        metavar="NAME=VALUE",
                         help="preset an iPXE variable for start.ipxe (repeatable), e.g. "
                              "--ipxe-set manufacturer=QEMU")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
 
 
-def _assignments(items: List[str], option: str) -> Dict[str, str]:
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageProblem(f"{option} '{item}': expected NAME=VALUE")
-        values[name] = value
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     from walt_node.imagecheck import check_image
 
-    labels = _assignments(args.labels, "--label")
-    report = check_image(args.target, labels or None, _assignments(args.ipxe, "--ipxe-set"))
+    report = check_image(args.target, dict(args.labels) or None, dict(args.ipxe))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

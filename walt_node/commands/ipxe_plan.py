@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
+
+from walt_node.commands.argtypes import name_value
 
 DESCRIPTION = """\
 Interpret /start.ipxe and every script it chains, the way iPXE would (the
@@ -34,23 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boot-dir", type=Path, metavar="DIR",
                         help="read the scripts and files from DIR (an image's /boot/<model>) "
                              "instead of asking the server")
-    parser.add_argument("--set", dest="assignments", action="append", default=[],
+    parser.add_argument("--set", dest="assignments", action="append", default=[], type=name_value,
                         metavar="NAME=VALUE", help="preset an iPXE variable (repeatable; "
                                                    "overrides the value from the node)")
     parser.add_argument("--start", default="/start.ipxe", metavar="PATH",
                         help="first script, a boot-root path or URL (default /start.ipxe)")
     parser.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS",
                         help="deadline for all server requests (default 20)")
-
-
-def parse_assignments(items: List[str]) -> Dict[str, str]:
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--set '{item}': expected NAME=VALUE, e.g. --set product=X")
-        values[name] = value
-    return values
 
 
 def _local_variables() -> Dict[str, str]:
@@ -75,11 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from walt_node.reboot.ipxe import IpxeError, interpret
     from walt_node.text import printable
 
-    try:
-        overrides = parse_assignments(args.assignments)
-    except ValueError as error:
-        sys.stderr.write(f"{error}\n")
-        return 2
+    overrides = dict(args.assignments)
     try:
         if args.boot_dir is not None:
             if not args.boot_dir.is_dir():
