@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
-from support.logs import DaemonProcess, Line, LogServer, walt_env
+from support.logs import DaemonProcess, Line, LogServer, wait_until_read, walt_env
+from support.wait import wait_until
 
 
 def write_fifo(fifo: Path, data: bytes) -> None:
@@ -86,7 +87,7 @@ def test_partial_writes_are_joined(daemon: DaemonProcess, server: LogServer) -> 
     with open(daemon.fifo, "wb", buffering=0) as fifo:
         for piece in (b"LOG par", b"tial one ", b"two", b"\nLOG partial three\n"):
             fifo.write(piece)
-            time.sleep(0.05)
+            wait_until_read(daemon.fifo)  # the daemon reads each piece on its own
     assert server.wait_for(lambda r: len(texts(r, "partial")) == 2, 10)
     assert texts(server.records(), "partial") == [b"one two", b"three"]
 
@@ -128,7 +129,7 @@ def test_sigterm_with_pending_lines_then_restart(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path, port).start()
     lines = b"".join(b"TSLOG %d.5 pending line-%d\n" % (1700000000 + i, i) for i in range(5000))
     write_fifo(daemon.fifo, lines)
-    time.sleep(0.3)
+    wait_until_read(daemon.fifo)  # the lines are in the daemon, not in the pipe, when it stops
     assert daemon.stop() == 0
     assert not daemon.fifo.exists(), "the FIFO must go with the daemon (writers then go direct)"
     spooled = list((tmp_path / "var/lib/walt/logs-spool").rglob("*.seg"))
@@ -163,8 +164,15 @@ def _writer(fifo: Path, stream: str, count: int, ts0: float, duration: float = 2
             file.write(b"".join(b"TSLOG %.6f %s n%06d\n" % (ts0 + i * 1e-3, stream.encode(), i)
                                 for i in range(start, min(start + 50, count))))
             ahead = started + duration * start / count - time.monotonic()
-            if ahead > 0:
+            if ahead > 0:  # the load pattern itself (a steady rate), not a wait for an event
                 time.sleep(ahead)
+
+
+def flowing(count: Callable[[], int], writers: List[threading.Thread]) -> Callable[[], bool]:
+    """A condition: lines arrived at the server since now, or the writers are done
+    (so a crash that follows hits a flowing stream, whatever the machine's speed)."""
+    before = count()
+    return lambda: count() > before or not any(writer.is_alive() for writer in writers)
 
 
 def test_simulator_killed_and_restarted_during_200k_lines(tmp_path: Path, sim) -> None:
@@ -179,14 +187,12 @@ def test_simulator_killed_and_restarted_during_200k_lines(tmp_path: Path, sim) -
         for writer in writers:
             writer.start()
         for _ in range(4):  # the server goes away abruptly, then comes back
-            time.sleep(0.4)
+            assert wait_until(flowing(lambda: len(sim.log_records()), writers), 30)
             sim.stop()
             # like a dead server process, the old connections' handlers must be gone
             # before it is back (else they could still record old lines after new ones)
-            deadline = time.monotonic() + 10
-            while sim.live_connections() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.3)
+            assert wait_until(lambda: not sim.live_connections(), 10)
+            time.sleep(0.3)  # the outage itself (the scenario), not a wait for an event
             sim.start()
         for writer in writers:
             writer.join(60)
@@ -224,9 +230,9 @@ def test_server_crashing_with_unread_data_loses_nothing(tmp_path: Path) -> None:
         for writer in writers:
             writer.start()
         for _ in range(3):
-            time.sleep(0.3)
+            assert wait_until(flowing(lambda: len(server.records()), writers), 30)
             server.crash()
-            time.sleep(0.2)
+            time.sleep(0.2)  # the outage itself (the scenario), not a wait for an event
             server.restart()
         for writer in writers:
             writer.join(60)
@@ -249,7 +255,9 @@ def test_full_spool_drops_oldest_and_says_so(tmp_path: Path) -> None:
     total = 10_000
     write_fifo(daemon.fifo, b"".join(b"TSLOG %d.0 full line-%05d\n" % (1700000000 + i, i)
                                      for i in range(total)))
-    time.sleep(0.5)
+    # the server comes back once the daemon holds every line and its spool has overflowed
+    wait_until_read(daemon.fifo)
+    assert wait_until(lambda: "log spool full" in daemon.log(), 20), daemon.log()
     server = LogServer(port=port).start()
     try:
         assert server.wait_for(lambda r: texts(r, "full")[-1:] == [b"line-%05d" % (total - 1)], 20)
@@ -271,10 +279,8 @@ def test_idle_streams_are_closed_with_close(tmp_path: Path, server: LogServer) -
     try:
         write_fifo(daemon.fifo, b"LOG idle one\n")
         assert server.wait_for(lambda r: texts(r, "idle"), 10)
-        deadline = time.monotonic() + 5
-        while not server.closed_properly.get(1) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.closed_properly.get(1) is True
+        assert wait_until(lambda: 1 in server.closed_properly, 5)
+        assert server.closed_properly[1] is True
         write_fifo(daemon.fifo, b"LOG idle two\n")
         assert server.wait_for(lambda r: len(texts(r, "idle")) == 2, 10)
         assert server.connections == 2

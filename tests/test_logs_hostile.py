@@ -8,25 +8,29 @@ as the FIFO's pipe being empty (FIONREAD), never guessed with a sleep."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import resource
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-from support.logs import DaemonProcess, LogServer, fill_disk, small_disk, walt_env
+from support.logs import (
+    DaemonProcess,
+    LogServer,
+    fifo_unread_bytes,
+    fill_disk,
+    small_disk,
+    wait_until_read,
+    walt_env,
+)
+from support.wait import wait_until
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -61,21 +65,6 @@ def echo_as_root(fifo: Path, request: str) -> None:
     """What walt-log-echo does: one shell echo of the whole request."""
     subprocess.run(["sh", "-c", 'echo "$1" > "$2"', "echo", request, str(fifo)], check=True,
                    timeout=30)
-
-
-def fifo_unread_bytes(fifo: Path) -> int:
-    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
-    finally:
-        os.close(fd)
-
-
-def wait_until_read(fifo: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while fifo_unread_bytes(fifo):
-        assert time.monotonic() < deadline, "the daemon did not read the FIFO"
-        time.sleep(0.01)
 
 
 def test_an_unterminated_request_cannot_capture_the_next_writers_line(
@@ -129,11 +118,11 @@ def dead_port() -> int:
 
 
 def wait_for_log(daemon: DaemonProcess, text: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in daemon.log():
+    def logged() -> bool:
         assert daemon.alive(), daemon.log()
-        assert time.monotonic() < deadline, f"{text!r} not in the daemon's log: {daemon.log()}"
-        time.sleep(0.02)
+        return text in daemon.log()
+
+    assert wait_until(logged, timeout), f"{text!r} not in the daemon's log: {daemon.log()}"
 
 
 def write_lines(fifo: Path, stream: str, first: int, count: int) -> None:

@@ -4,16 +4,19 @@ daemon process runner.  (Not a test module: imported by tests/test_logs_*.py.)""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import termios
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set
+
+from support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,12 +137,7 @@ class LogServer:
             return list(self.lines)
 
     def wait_for(self, predicate: Callable[[List[Line]], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.records()):
-                return True
-            time.sleep(0.02)
-        return predicate(self.records())
+        return wait_until(lambda: predicate(self.records()), timeout)
 
 
 def walt_env(root: Path, port: int, **extra: str) -> Dict[str, str]:
@@ -170,14 +168,15 @@ class DaemonProcess:
             [sys.executable, "-m", "walt_node", "logs-daemon", *self.args],
             env=walt_env(self.root, self.port), stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.fifo.exists() and _has_reader(self.fifo):
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited: {self.log()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"daemon not ready in {timeout} s: {self.log()}")
+        if not wait_until(self._ready, timeout):
+            raise RuntimeError(f"daemon not ready in {timeout} s: {self.log()}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited: {self.log()}")
+        return self.fifo.exists() and _has_reader(self.fifo)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -201,6 +200,20 @@ class DaemonProcess:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(5)
+
+
+def fifo_unread_bytes(fifo: Path) -> int:
+    """Bytes written into ``fifo`` that its reader has not read yet."""
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+
+
+def wait_until_read(fifo: Path, timeout: float = 10.0) -> None:
+    """Until the reader (the daemon) has read everything written into ``fifo``."""
+    assert wait_until(lambda: fifo_unread_bytes(fifo) == 0, timeout), "the daemon did not read the FIFO"
 
 
 def _has_reader(fifo: Path) -> bool:
