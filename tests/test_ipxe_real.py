@@ -16,12 +16,12 @@ import http.server
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, List
 from urllib.parse import unquote
 
 import pytest
+from support.wait import wait_until
 
 from walt_node.reboot.ipxe import FetchFailed, IpxeFatal, Location, interpret
 
@@ -133,14 +133,14 @@ def run_real_ipxe(tftp_dir: Path, requests: Requests) -> List[str]:
          "-device", f"e1000,netdev=n0,mac={GUEST_MAC}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while "/log/done" not in requests.paths:
+
+        def done() -> bool:
             if qemu.poll() is not None:
                 raise AssertionError(f"qemu stopped: {qemu.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"real iPXE did not finish in {BOOT_TIMEOUT}s; "
-                                     f"requests so far: {requests.paths}")
-            time.sleep(0.2)
+            return "/log/done" in requests.paths
+
+        assert wait_until(done, BOOT_TIMEOUT, step=0.2), \
+            f"real iPXE did not finish in {BOOT_TIMEOUT}s; requests so far: {requests.paths}"
     finally:
         qemu.kill()
         qemu.wait(10)

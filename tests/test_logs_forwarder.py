@@ -35,18 +35,17 @@ def closed_port() -> int:
 
 def test_backoff_grows_and_is_bounded() -> None:
     port = closed_port()
-    forwarder = Forwarder(lambda: ("127.0.0.1", port), None, retry_min=0.01, retry_max=0.08)
+    now = [1000.0]  # the forwarder's clock: each retry is due when the test says so
+    forwarder = Forwarder(lambda: ("127.0.0.1", port), None, retry_min=0.01, retry_max=0.08,
+                          clock=lambda: now[0])
     forwarder.add("s", b"1.0 x\n")
     delays = []
     for _ in range(8):
         link = forwarder.links["s"]
-        time.sleep(max(0.0, link.retry_at - time.monotonic()))
-        before = link.failures
-        forwarder.pump()
-        if link.failures > before:
-            delays.append(round(link.retry_at - time.monotonic(), 2))
-    assert delays and max(delays) <= 0.08
-    assert delays[-1] >= 0.07, delays  # reached the bound
+        now[0] = max(now[0], link.retry_at)
+        assert pump_until(forwarder, lambda f=link.failures, link=link: link.failures > f)  # refused
+        delays.append(round(link.retry_at - now[0], 6))
+    assert delays == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08, 0.08, 0.08]
     assert forwarder.busy()
 
 

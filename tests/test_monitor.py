@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import stat
@@ -112,11 +113,14 @@ def test_invalid_stream_option_runs_nothing(tmp_path: Path, sim_node_root: Path)
     assert not marker.exists()
 
 
-def test_background_child_keeping_the_pty_does_not_hold_the_monitor(sim: Simulator,
-                                                                     sim_node_root: Path) -> None:
+def test_background_child_keeping_the_pty_does_not_hold_the_monitor(sim: Simulator, sim_node_root: Path,
+                                                                     tmp_path: Path) -> None:
     started = time.monotonic()
     # the background process ignores the hang-up, so it keeps the pty open after its parent exits
-    done = run_monitor(["sh", "-c", "(trap '' HUP; exec sleep 8) & sleep 0.3; echo parent-done $$"])
+    # (the parent exits once the child has said it ignores the hang-up, through a FIFO)
+    script = ('ready="$1"; mkfifo "$ready"; (trap \'\' HUP; echo > "$ready"; exec sleep 8) & '
+              'read _ < "$ready"; echo parent-done $$')
+    done = run_monitor(["sh", "-c", script, "sh", str(tmp_path / "child-ready")])
     elapsed = time.monotonic() - started
     group = int(done.stdout.split()[-1])  # the command's process group: the sleep is in it
     try:
@@ -206,9 +210,11 @@ def test_interactive_program_input_resize_and_ctrl_c(sim: Simulator, sim_node_ro
 
 
 def test_ctrl_c_kills_a_program_that_does_not_catch_it(sim: Simulator, sim_node_root: Path) -> None:
-    child = spawn_in_terminal(["sh", "-c", "echo sleeping; exec sleep 30"], rows=24, cols=80)
+    # it says "sleeping" once it leaves SIGINT to the kernel's default action (death)
+    program = ("import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "print('sleeping', flush=True); signal.pause()")
+    child = spawn_in_terminal([sys.executable, "-c", program], rows=24, cols=80)
     child.expect_exact("sleeping")
-    time.sleep(0.2)
     child.sendintr()
     child.expect_exact(f"status={128 + signal.SIGINT}")
     assert_terminal_restored(child)
@@ -219,7 +225,7 @@ def test_ctrl_z_does_not_leave_the_command_stopped_forever(sim: Simulator, sim_n
     child = spawn_in_terminal(["sh", "-c", "echo ready; read answer; echo got $answer"], rows=24, cols=80)
     child.expect_exact("ready")
     child.sendcontrol("z")
-    time.sleep(0.3)
+    child.expect_exact("^Z")  # the command's terminal took the key (and sent its signal)
     child.sendline("hi")
     child.expect_exact("got hi")
     child.expect_exact("status=0")
@@ -302,7 +308,7 @@ class _FifoRecorder:
                 idle = False
             except BlockingIOError:
                 idle = True
-                time.sleep(0.02)
+                select.select([self.fd], [], [], 0.1)  # until a writer writes (or a look at running)
                 continue
             *complete, pending = pending.split(b"\n")
             self.lines.extend(complete)

@@ -14,9 +14,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import pytest
+from support.wait import wait_until
 
 from walt_node.sim import Simulator
 from walt_node.sim.sample import (
@@ -387,11 +388,8 @@ def test_close_leaves_no_simulator_threads(tmp_path: Path) -> None:
         idle = [Raw(sim.logs_port), api_session(sim), Raw(sim.rpc_port)]
         idle[0].send(b"0\nidle\nNO_TIMESTAMPS\nwaiting\n")
         sim.wait_for_logs(lambda recs: len(recs) >= 1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        alive = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("sim-")]
-        if not alive:
-            break
-        time.sleep(0.05)
-    assert alive == []
+    def alive() -> List[str]:
+        return [t.name for t in set(threading.enumerate()) - before if t.name.startswith("sim-")]
+
+    assert wait_until(lambda: not alive(), 5), alive()
     assert all(raw.closed_by_server() for raw in idle)

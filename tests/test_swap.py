@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from support.wait import wait_until
 
 from walt_node import cli
 from walt_node.protocols import ServerError, nbd_export_info
@@ -63,16 +64,16 @@ def start_nbd_server(tmp: Path, export: str, allow_list: bool = False) -> tuple:
     pidfile = tmp / "nbd.pid"
     subprocess.run([str(NBD_SERVER), "-C", str(conf), "-p", str(pidfile)], check=True, timeout=10,
                    capture_output=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:  # ready = answers the handshake (a bare TCP accept may come before that)
+
+    def ready() -> bool:  # answers the handshake (a bare TCP accept may come before that)
+        try:
             nbd_export_info("127.0.0.1", export, port=port, timeout=2)
-            if pidfile.exists() and pidfile.read_text().strip():
-                return port, int(pidfile.read_text())
         except ServerError:
-            pass
-        time.sleep(0.05)
-    pytest.fail("nbd-server did not start")
+            return False
+        return pidfile.exists() and bool(pidfile.read_text().strip())
+
+    assert wait_until(ready, 10), "nbd-server did not start"
+    return port, int(pidfile.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +194,8 @@ def test_status_names_a_server_that_does_not_speak_nbd(node, capsys):
             conn, _ = impostor.accept()
             with conn:
                 conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-                time.sleep(0.5)
+                conn.settimeout(10)
+                conn.recv(1)  # the connection stays open until the client gives up on it
 
         thread = threading.Thread(target=answer_garbage, daemon=True)
         thread.start()

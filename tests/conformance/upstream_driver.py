@@ -107,7 +107,7 @@ def listener_class(manager: LogsManagerStandIn, slow: float, seed: int):
         """The real listener; only its end is recorded (and its reads delayed with --slow)."""
 
         def handle_event(self, ts):
-            if slow and self.stream_id is not None:
+            if slow and self.stream_id is not None:  # the load pattern: a server behind, on purpose
                 time.sleep(rng.uniform(0, slow))
             errors = []
             upstream_logs.print = lambda *args: errors.append(" ".join(map(str, args)))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+
+from support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DRIVER = REPO / "tests" / "conformance" / "upstream_driver.py"
@@ -96,12 +97,8 @@ class UpstreamServer:
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
         """Wait until ``predicate`` holds (records are polled; the driver flushes each batch)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                return predicate()
-            time.sleep(0.01)
-        return True
+        wait_until(lambda: predicate() or self.process.poll() is not None, timeout, step=0.01)
+        return predicate()
 
     def stderr(self) -> str:
         self.output.flush()
