@@ -4,8 +4,9 @@ Runs inside the virtual node of tests/vnode (qemu TCG, Debian bookworm, real
 systemd), in ONE boot of ONE image that holds both sides:
 
 * walt-node: this working tree's wheel, installed by pip + walt-node-setup;
-  its long-running units walt-logs, walt-mdns, walt-lldp-report and
-  walt-journal-forward (given a /etc/walt/journal-forward.conf), all enabled;
+  its one resident unit walt-logs (`walt-node services`: logs daemon, mDNS
+  publisher, LLDP reporter and journal forwarder, given a
+  /etc/walt/journal-forward.conf), everything enabled;
 * upstream: walt-node 10.0 from PyPI in its own venv (/opt/walt-upstream), its
   own walt-logs.service (with the walt-log-cat/walt-log-tee a WalT 10 server
   puts in images), and avahi-daemon, which is what an upstream image runs for
@@ -60,8 +61,7 @@ from walt_node.sim import SimConfig, SimImage, SimNode, Simulator  # noqa: E402
 
 LOG = logging.getLogger("footprint")
 
-OURS = ("walt-logs.service", "walt-mdns.service", "walt-lldp-report.service",
-        "walt-journal-forward.service")
+OURS = ("walt-logs.service",)  # `walt-node services`: every long-running service
 UPSTREAM = (image.UPSTREAM_UNIT, "avahi-daemon.service")
 SHARED = ("lldpd.service",)
 OUR_FIFO = "/var/lib/walt/logs.fifo"

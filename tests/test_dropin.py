@@ -152,7 +152,7 @@ def test_upgrade_replaces_upstream_files_without_force(upstream_image) -> None:
     out = ok(setup(image))
 
     unit = (image / "etc/systemd/system/walt-logs.service").read_text()
-    assert f"ExecStart={IMAGE_WALT_NODE} logs-daemon $DAEMON_ARGS" in unit
+    assert f"ExecStart={IMAGE_WALT_NODE} services $DAEMON_ARGS" in unit
     assert "EnvironmentFile=-/etc/default/walt-logs" in unit
     assert os.readlink(image / "etc/systemd/system/multi-user.target.wants/walt-logs.service") == \
         "/etc/systemd/system/walt-logs.service"
@@ -210,7 +210,7 @@ def test_upgrade_to_the_debian_layout_removes_every_upstream_link(upstream_image
     shutil.copy2(image / "opt/walt-node/bin/walt-node", image / "usr/bin/walt-node")
     setup_with(image, "/usr/bin/walt-node")
     assert walt_links(image) == {}
-    assert "ExecStart=/usr/bin/walt-node logs-daemon" in (
+    assert "ExecStart=/usr/bin/walt-node services" in (
         image / "etc/systemd/system/walt-logs.service").read_text()
 
 
@@ -255,7 +255,7 @@ def test_daemon_args_of_etc_default_reach_the_daemon_through_the_unit(tmp_path: 
     (image / "etc/default/walt-logs").write_text('# settings\nDAEMON_ARGS="--spool-size 16M"\n')
     ok(setup(image))
     unit = (image / "etc/systemd/system/walt-logs.service").read_text()
-    assert "EnvironmentFile=-/etc/default/walt-logs" in unit and "logs-daemon $DAEMON_ARGS" in unit
+    assert "EnvironmentFile=-/etc/default/walt-logs" in unit and "services $DAEMON_ARGS" in unit
 
 
 @pytest.mark.parametrize("line", ['DAEMON_ARGS="--no-such-option"', "DAEMON_ARGS=--spool-size"])

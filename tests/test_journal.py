@@ -34,7 +34,7 @@ from walt_node.logstreams.journal import (
     load_config,
     parse_config,
 )
-from walt_node.service import ProblemCounter
+from walt_node.service import ProblemCounter, StopFlag
 from walt_node.sim import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -367,11 +367,12 @@ def test_a_logging_failure_exits_75_without_moving_the_cursor(
     def broken_echo(*_args, **_kwargs) -> None:
         raise OSError("logs API broken")
     monkeypatch.setattr(walt_log, "echo", broken_echo)
-    monkeypatch.setattr(journal_cmd, "stop_on_sigterm", lambda: None)  # keep pytest's own handler
     parser = argparse.ArgumentParser()
     journal_cmd.add_arguments(parser)
     args = parser.parse_args([*argv[2:], "--no-follow"])
-    assert journal_cmd.run(args) == journal_cmd.EXIT_TEMPORARY_FAILURE
+    status = journal_cmd.forward_journal(StopFlag(), args.config, args.cursor_file, args.source,
+                                         args.start, args.files, args.follow)  # pytest keeps its signals
+    assert status == journal_cmd.EXIT_TEMPORARY_FAILURE
     assert not (sim_node_root / "var/lib/walt/journal-forward.cursor").exists()
 
 
@@ -389,7 +390,7 @@ def test_a_quiet_journal_is_waited_for_longer_and_longer_then_briskly_again(monk
     monkeypatch.setattr(journal_module, "select", types.SimpleNamespace(select=recording_select))
     problems = ProblemCounter(logging.getLogger())
     with os.fdopen(read_end, "rb") as stdout:
-        entries = _journalctl_entries(types.SimpleNamespace(stdout=stdout), problems)
+        entries = _journalctl_entries(types.SimpleNamespace(stdout=stdout), problems, None)
         assert [next(entries) for _ in range(9)] == [None] * 9
         assert waits == [0.5, 1, 2, 4, 8, 16, 32, 64, 64]
         assert MAX_QUIET_WAIT == 64

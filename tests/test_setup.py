@@ -31,8 +31,7 @@ WALT_NODE = str(Path(sys.prefix) / "bin" / "walt-node")  # the real command of t
 IMAGE_WALT_NODE = "/opt/walt-node/bin/walt-node"
 IMAGE_PYTHON = "/opt/walt-node/bin/python3"
 IMAGE_COMMANDS = ("walt-node", "walt-node-setup", "walt-log-monitor")
-UNITS = ("walt-journal-forward.service", "walt-lldp-report.service", "walt-logs.service",
-         "walt-mdns.service", "walt-nbd-swap.service")
+UNITS = ("walt-logs.service", "walt-nbd-swap.service")
 TIMEOUT = 60
 
 
@@ -176,14 +175,14 @@ def test_image_file_in_the_way_is_kept_unless_force_then_backed_up_and_restored(
 
 def test_unit_edited_after_install_is_neither_overwritten_nor_removed(image: Path) -> None:
     ok(setup(image))
-    unit = image / "etc/systemd/system/walt-mdns.service"
+    unit = image / "etc/systemd/system/walt-nbd-swap.service"
     unit.write_text(unit.read_text() + "# local tweak\n")
 
     again = setup(image)
-    assert again.returncode == 1 and "/etc/systemd/system/walt-mdns.service" in again.stderr
+    assert again.returncode == 1 and "/etc/systemd/system/walt-nbd-swap.service" in again.stderr
 
     out = ok(setup(image, "--uninstall"))
-    assert "kept /etc/systemd/system/walt-mdns.service" in out
+    assert "kept /etc/systemd/system/walt-nbd-swap.service" in out
     assert unit.read_text().endswith("# local tweak\n")
     assert not (image / "etc/systemd/system/walt-logs.service").exists()
 
@@ -196,7 +195,7 @@ def test_upgrade_replaces_our_own_files_without_force(image: Path) -> None:
     done = subprocess.run([WALT_NODE, "setup", "--prefix", str(image), "--walt-node",
                            "/srv/venv/bin/walt-node"], capture_output=True, text=True, timeout=TIMEOUT)
     ok(done)
-    assert "ExecStart=/srv/venv/bin/walt-node logs-daemon" in (
+    assert "ExecStart=/srv/venv/bin/walt-node services" in (
         image / "etc/systemd/system/walt-logs.service").read_text()
     # links to commands the new environment lacks are gone, the others follow it
     assert os.readlink(image / "usr/local/bin/walt-node") == "/srv/venv/bin/walt-node"
@@ -227,18 +226,17 @@ def test_busybox_script_supervises_services_and_honours_kill_switches(tmp_path: 
     Installer(ImageRoot(image), print).install(build_plan(target, data_dir()), "busybox", [])
     etc_walt, pids = tmp_path / "etc-walt", tmp_path / "pids"
     etc_walt.mkdir()
-    (etc_walt / "walt-mdns.disabled").write_text("")
+    (etc_walt / "walt-nbd-swap.disabled").write_text("")  # the others: `walt-node services`
     env = dict(os.environ, WALT_ETC_DIR=str(etc_walt), WALT_PID_DIR=str(pids))
     script = str(image / "etc/init.d/S90walt-node")
 
     started = subprocess.run(["busybox", "sh", script, "start"], env=env, capture_output=True,
                              text=True, timeout=TIMEOUT)
     try:
-        assert "walt-mdns disabled" in started.stdout
-        assert wait_until(lambda: len(_lines(calls)) >= 3, 10), _lines(calls)
-        assert sorted(line.split(" ", 1)[1] for line in _lines(calls)) == [
-            "lldp report --watch", "logs-daemon", "swap attach"]
-        assert sorted(p.name for p in pids.iterdir()) == ["walt-lldp-report.pid", "walt-logs.pid"]
+        assert "walt-nbd-swap disabled" in started.stdout
+        assert wait_until(lambda: len(_lines(calls)) >= 1, 10), _lines(calls)
+        assert [line.split(" ", 1)[1] for line in _lines(calls)] == ["services"]
+        assert sorted(p.name for p in pids.iterdir()) == ["walt-node.pid"]
         supervisors = [int(p.read_text()) for p in pids.iterdir()]
         services = [int(line.split()[0]) for line in _lines(calls) if "swap" not in line]
     finally:
@@ -444,7 +442,7 @@ def test_walt_node_in_usr_bin_gets_no_command_links(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=TIMEOUT)
     ok(done)
     assert not (image / "usr/local").exists()
-    assert "ExecStart=/usr/bin/walt-node logs-daemon" in (
+    assert "ExecStart=/usr/bin/walt-node services" in (
         image / "etc/systemd/system/walt-logs.service").read_text()
 
 

@@ -21,8 +21,9 @@ from walt_node.install.rootfs import ImageRoot
 
 UNITS_DIR = Path(__file__).resolve().parent.parent / "units"
 UNIT_FILES = sorted(UNITS_DIR.glob("*.service"))
-EXPECTED = {"walt-logs.service", "walt-mdns.service", "walt-lldp-report.service",
-            "walt-nbd-swap.service", "walt-journal-forward.service"}
+EXPECTED = {"walt-logs.service", "walt-nbd-swap.service"}
+# the resident walt-logs unit runs these; each one's kill switch is honoured by the process
+RESIDENT_SERVICES = ("walt-logs", "walt-mdns", "walt-lldp-report", "walt-journal-forward")
 HOST_WALT_NODE = str(Path(sys.prefix) / "bin" / "walt-node")  # exists: verify checks ExecStart
 
 
@@ -51,7 +52,12 @@ def test_the_expected_units_ship_with_the_package() -> None:
 def test_every_unit_has_its_kill_switch_install_target_and_placeholder(path: Path) -> None:
     unit = parse(path)
     name = path.name[: -len(".service")]
-    assert unit["Unit"]["ConditionPathExists"][0] == f"!/etc/walt/{name}.disabled"
+    if name == "walt-logs":  # `walt-node services` checks one switch per service (test_services.py)
+        assert "ConditionPathExists" not in unit["Unit"]
+        text = path.read_text()
+        assert all(service in text for service in RESIDENT_SERVICES)  # documented in the unit
+    else:
+        assert unit["Unit"]["ConditionPathExists"][0] == f"!/etc/walt/{name}.disabled"
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     exec_start = unit["Service"]["ExecStart"][0]
     assert exec_start.lstrip("-").startswith("@WALT_NODE@ ")
@@ -82,31 +88,27 @@ def test_daemons_restart_without_looping_forever_and_wait_for_the_network(path: 
     assert "network-online.target" in after or "network.target" in after
 
 
-def test_logs_daemon_is_notify_with_watchdog_and_unsandboxed_tmp() -> None:
-    service = parse(UNITS_DIR / "walt-logs.service")["Service"]
+def test_resident_services_are_notify_with_watchdog_and_unsandboxed_tmp() -> None:
+    unit = parse(UNITS_DIR / "walt-logs.service")
+    service = unit["Service"]
     assert service["Type"] == ["notify"]
     assert int(service["WatchdogSec"][0]) > 0
-    assert service["Restart"] == ["always"]
+    # exit 0 by itself only when every service is switched off; never given up otherwise
+    assert service["Restart"] == ["on-failure"]
+    assert unit["Unit"]["StartLimitIntervalSec"] == ["0"]
+    assert service["ExecStart"] == ["@WALT_NODE@ services $DAEMON_ARGS"]
     # monitored commands use FIFOs in the real /tmp and write anywhere
     for option in ("PrivateTmp", "ProtectSystem", "ProtectHome"):
         assert option not in service
 
 
-def test_lldp_report_follows_lldpd() -> None:
-    unit = parse(UNITS_DIR / "walt-lldp-report.service")["Unit"]
-    assert "lldpd.service" in " ".join(unit["After"]).split()
+def test_resident_services_follow_lldpd_journald_and_avahi() -> None:
+    """The LLDP reporter needs lldpd, the journal forwarder journald; the mDNS publisher
+    must see avahi-daemon already running to stand aside for it."""
+    unit = parse(UNITS_DIR / "walt-logs.service")["Unit"]
+    after = " ".join(unit["After"]).split()
+    assert {"lldpd.service", "systemd-journald.service", "avahi-daemon.service"} <= set(after)
     assert "lldpd.service" in " ".join(unit["Wants"]).split()
-
-
-def test_mdns_stays_stopped_when_it_stands_aside_for_avahi() -> None:
-    service = parse(UNITS_DIR / "walt-mdns.service")["Service"]
-    assert service["Restart"] == ["on-failure"]  # `mdns publish` exits 0 when avahi runs
-
-
-def test_journal_forward_waits_for_its_configuration() -> None:
-    unit = parse(UNITS_DIR / "walt-journal-forward.service")
-    assert "/etc/walt/journal-forward.conf" in unit["Unit"]["ConditionPathExists"]
-    assert unit["Service"]["RestartPreventExitStatus"] == ["1"]
 
 
 def test_nbd_swap_never_fails_nor_holds_the_boot() -> None:
@@ -137,7 +139,7 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     """Guard for the test above: a bad value only warns (status 0), hence its empty-stderr check."""
     broken = tmp_path / "walt-broken.service"
     text = (UNITS_DIR / "walt-logs.service").read_text().replace("@WALT_NODE@", HOST_WALT_NODE)
-    broken.write_text(text.replace("Restart=always", "Restart=sometimes"))
+    broken.write_text(text.replace("Restart=on-failure", "Restart=sometimes"))
     done = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True,
                           text=True, timeout=120)
     assert "sometimes" in done.stderr

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import re
 import select
 import socket
@@ -27,6 +26,7 @@ from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, S
 from walt_node.errors import WaltNodeError
 from walt_node.files import edit_locked
 from walt_node.paths import Paths, live_process_file
+from walt_node.service import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -471,30 +471,6 @@ class AddressMonitor:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class StopFlag:
-    """A threading.Event-like stop request that also wakes a select() loop (fileno)."""
-
-    def __init__(self):
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-
-    def set(self) -> None:
-        try:
-            os.write(self._write, b"x")
-        except BlockingIOError:
-            pass  # already set: the pipe is full of stop requests
-
-    def is_set(self) -> bool:
-        return bool(select.select([self._read], [], [], 0)[0])
-
-    def fileno(self) -> int:
-        return self._read
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
 
 
 class HostsKeeper:

@@ -88,6 +88,10 @@ class Paths:
         """walt-node's configuration directory (kill switches, config files)."""
         return self.under("/etc/walt")
 
+    def kill_switch(self, name: str) -> Path:
+        """The file whose presence turns the walt-node service ``name`` off (walt-mdns...)."""
+        return self.etc_walt / f"{name}.disabled"
+
     @property
     def persist(self) -> Path:
         return self.under("/persist")

@@ -38,7 +38,7 @@ def test_built_wheel_installs_in_a_clean_venv_and_its_setup_runs(base_tree: Path
     assert f"walt-node {__version__} installed" in out
 
     unit = (base_tree / "etc/systemd/system/walt-logs.service").read_text()
-    assert f"ExecStart={VENV}/bin/walt-node logs-daemon" in unit
+    assert f"ExecStart={VENV}/bin/walt-node services" in unit
     assert os.readlink(base_tree / "etc/systemd/system/multi-user.target.wants/walt-logs.service") == \
         "/etc/systemd/system/walt-logs.service"
     assert os.readlink(base_tree / "usr/local/bin/walt-log-monitor") == f"{VENV}/bin/walt-log-monitor"

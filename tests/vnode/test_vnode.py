@@ -111,7 +111,7 @@ def test_0_installed_over_upstream_like_an_image_maintainer_does(vnode: VirtualN
     # the logs service running is walt-node's, upstream's leftovers are gone or ours
     wait_unit_active(shell, "walt-logs.service")
     running = shell.run("systemctl show -p ExecStart --value walt-logs.service", timeout=30).check().output
-    assert "/opt/walt-node/bin/walt-node" in running and "logs-daemon" in running, running
+    assert "/opt/walt-node/bin/walt-node" in running and " services" in running, running
     links = shell.run("test ! -e /usr/local/bin/walt-python3 && readlink /usr/local/bin/walt-monitor",
                       timeout=30).check().output.strip()
     assert links == "/opt/walt-node/bin/walt-monitor", links

@@ -32,6 +32,7 @@ COMMANDS: Dict[str, Command] = {
                           ("walt-log-monitor", "walt-monitor")),  # walt-monitor: upstream's old name
     "serial-autolog": Command("serial_autolog", "log a serial sensor mote's output",
                               ("walt-serial-autolog",)),
+    "services": Command("services", "run the long-running services in one process (walt-logs unit)"),
     "journal-forward": Command("journal_forward", "forward systemd journal units to streams"),
     "ipxe-kexec-reboot": Command("ipxe_kexec_reboot", "kexec into the currently bound image",
                                  ("walt-ipxe-kexec-reboot",)),

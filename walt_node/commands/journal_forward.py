@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import List, Sequence
 
 from walt_node.logstreams.journal import (
     EXIT_TEMPORARY_FAILURE,
@@ -20,7 +21,7 @@ from walt_node.logstreams.journal import (
     load_config,
 )
 from walt_node.paths import Paths
-from walt_node.service import ProblemCounter, stop_on_sigterm
+from walt_node.service import ProblemCounter, StopFlag, on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -65,51 +66,50 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    stop_on_sigterm()
-    try:
-        return _journal_forward(args)
-    except KeyboardInterrupt:  # stopped before forwarding began (or twice): nothing to save
-        return 0
+    stop = StopFlag()
+    on_stop_signals(stop.set)
+    return forward_journal(stop, args.config, args.cursor_file, args.source, args.start,
+                           args.files or [], args.follow)
 
 
-def _journal_forward(args) -> int:
-    routes = load_config(args.config)  # a ConfigError is printed by the CLI
+def forward_journal(stop: StopFlag, config: Path, cursor_path: Path, source: str = "auto",
+                    start: str = "boot", files: Sequence[Path] = (), follow: bool = True) -> int:
+    """Forward until ``stop`` is set, then save the position reached (also the journal
+    feature of `walt-node services`)."""
+    routes = load_config(config)  # a ConfigError is printed by the CLI
     from walt_node import log as walt_log
 
     problems = ProblemCounter(log)
-    cursor_file = CursorFile(args.cursor_file)
+    cursor_file = CursorFile(cursor_path)
     forwarder = Forwarder(
         routes,
         emit=lambda stream, text, ts: walt_log.echo(stream, text, ts=ts),
         flush=lambda: walt_log.flush(FLUSH_TIMEOUT) is not False,
         cursor_file=cursor_file, problems=problems,
     )
-    source = choose_source(args.source)
+    source = choose_source(source)
     log.info("forwarding %s with %s", ", ".join(f"{u} -> {s}" for u, s in routes.items()), source)
     try:
-        _forward_from(source, forwarder, cursor_file, args, problems)
+        _forward_from(source, forwarder, cursor_file, start, list(files), follow, problems, stop)
     except JournalUnavailable as error:
         raise JournalUnavailable(f"cannot read the journal: {error}") from None
     except Exception as error:  # e.g. the logs API failed: exit without saving, restart resumes
         log.exception("forwarding stopped: %s; the cursor stays at the last delivered entry", error)
         return EXIT_TEMPORARY_FAILURE
-    except KeyboardInterrupt:
-        forwarder.checkpoint()  # save the position reached
     finally:
         problems.summary()
         log.info("%d lines forwarded", forwarder.lines_sent)
     return 0
 
 
-def _forward_from(source: str, forwarder: Forwarder, cursor_file: CursorFile, args,
-                  problems: ProblemCounter) -> None:
+def _forward_from(source: str, forwarder: Forwarder, cursor_file: CursorFile, start: str,
+                  files: List[Path], follow: bool, problems: ProblemCounter, stop: StopFlag) -> None:
     read = READERS[source]
     units = sorted(forwarder.routes)
-    files = args.files or []
     cursor = cursor_file.load()
     try:
-        forward(forwarder, read(units, cursor, args.start, files, args.follow, problems))
+        forward(forwarder, read(units, cursor, start, files, follow, problems, stop))
     except CursorRejected as error:
-        log.warning("the saved cursor was refused (%s): starting again from '%s'", error, args.start)
+        log.warning("the saved cursor was refused (%s): starting again from '%s'", error, start)
         cursor_file.forget()
-        forward(forwarder, read(units, None, args.start, files, args.follow, problems))
+        forward(forwarder, read(units, None, start, files, follow, problems, stop))

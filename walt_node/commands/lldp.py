@@ -27,6 +27,7 @@ from walt_node.lldp import (
     read_neighbors,
     server_session,
 )
+from walt_node.service import StopFlag, on_stop_signals
 from walt_node.text import printable
 
 log = logging.getLogger(__name__)
@@ -127,11 +128,11 @@ def _report_once(args, reporter: Reporter) -> int:
     return EXIT_OK if outcome.reported else EXIT_NOTHING_USABLE
 
 
-def _watch(args, reporter: Reporter, server: ServerSession) -> int:
+def _watch(args, reporter: Reporter, server: ServerSession, stop: StopFlag) -> int:
     lldpd_warned = False
     events: Optional[NeighborEvents] = None
     try:
-        while True:
+        while not stop.is_set():
             if server.lost():
                 log.info("the server closed its API session (restarted?): "
                          "reporting every neighbour again")
@@ -160,19 +161,20 @@ def _watch(args, reporter: Reporter, server: ServerSession) -> int:
                 timeout: Optional[float] = args.interval
             else:  # nothing to do until a change, or the next refresh
                 timeout = args.refresh if args.refresh > 0 else None
-            if not _wait_for_change(events, server, timeout):
+            if not _wait_for_change(events, server, timeout, stop):
                 events.close()
                 events = None
+        return EXIT_OK
     finally:
         if events is not None:
             events.close()
 
 
 def _wait_for_change(events: Optional[NeighborEvents], server: ServerSession,
-                     timeout: Optional[float]) -> bool:
-    """Sleep until lldpd tells of a change, the server ends the session or `timeout`
-    (None: no timeout); False when lldpd's notices ended (lldpd stopped)."""
-    waited = ([events] if events is not None else []) + server.waitable()
+                     timeout: Optional[float], stop: StopFlag) -> bool:
+    """Sleep until lldpd tells of a change, the server ends the session, a stop is
+    asked or `timeout` (None: no timeout); False when lldpd's notices ended (lldpd stopped)."""
+    waited = ([events] if events is not None else []) + server.waitable() + [stop]
     ready = select.select(waited, [], [], timeout)[0]
     if events is None or events not in ready:
         return True
@@ -181,18 +183,27 @@ def _wait_for_change(events: Optional[NeighborEvents], server: ServerSession,
 
 
 def _run_report(args) -> int:
+    stop = StopFlag()
+    if args.watch:
+        on_stop_signals(stop.set)
+    return report(args, stop)
+
+
+def report(args, stop: StopFlag) -> int:
+    """`lldp report [--watch]` (--watch: until ``stop`` is set); `args` holds the
+    options of `lldp report` (also the LLDP feature of `walt-node services`)."""
     from walt_node.facts import FactInvalid, FactMissing
 
     try:
         server = server_session(args.timeout)
     except (FactMissing, FactInvalid) as error:
-        print(f"walt-node lldp: {error}", file=sys.stderr)
+        log.error("%s", error)
         return EXIT_FAILED
     refresh = args.refresh if args.refresh > 0 else None
     reporter = Reporter(server.report, refresh=refresh)
     try:
         if args.watch:
-            return _watch(args, reporter, server)
+            return _watch(args, reporter, server, stop)
         return _report_once(args, reporter)
     finally:
         server.close()

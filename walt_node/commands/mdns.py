@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict
@@ -29,13 +30,15 @@ from walt_node.paths import Paths
 from walt_node.service import on_stop_signals
 from walt_node.text import printable
 
+log = logging.getLogger(__name__)
+
 DESCRIPTION = """\
 Publish this node as <hostname>.local with mDNS, resolve names, and list the
 other WalT nodes of the LAN (WalT docs: nodes reach each other as
 <node name>.local; avahi-daemon + libnss-mdns is the documented setup, this
 is its pure-Python alternative).
 
-  publish    run until stopped (the walt-mdns service): answer for
+  publish    run until stopped (walt-node services runs it): answer for
              <hostname>.local with this node's IPv4 addresses and announce a
              _walt-node._tcp service with TXT model=, image= (image id), mac=;
              re-announce when an address changes. Stands aside (exit 0, says
@@ -80,26 +83,31 @@ def add_arguments(parser) -> None:
 
 
 def _run_publish(args) -> int:
+    stop = StopFlag()
+    on_stop_signals(stop.set)
+    return publish(stop, args.interface, args.hosts)
+
+
+def publish(stop: StopFlag, interface: Optional[str] = None, hosts: bool = False) -> int:
+    """Publish until ``stop`` is set (also the mDNS feature of `walt-node services`)."""
     from walt_node.facts import FactInvalid, FactMissing, NodeFacts
 
     paths = Paths.from_env()
     owner = avahi_owner(paths)
     if owner is not None:
-        print(f"walt-node mdns: {owner} already answers mDNS on this node; not publishing "
-              "(avahi publishes <hostname>.local itself; stop avahi-daemon to use walt-node's "
-              "publisher instead)", file=sys.stderr)
+        log.info("%s already answers mDNS on this node; not publishing (avahi publishes "
+                 "<hostname>.local itself; stop avahi-daemon to use walt-node's publisher instead)",
+                 owner)
         return EXIT_OK
     try:
         identity = node_identity(NodeFacts(paths))
     except (FactMissing, FactInvalid, MdnsError) as error:
-        print(f"walt-node mdns: {error}", file=sys.stderr)
+        log.error("%s", error)
         return EXIT_FAILED
-    stop = StopFlag()
-    on_stop_signals(stop.set)
     try:
-        publish_forever(identity, paths, args.interface, args.hosts, stop)
+        publish_forever(identity, paths, interface, hosts, stop)
     except MdnsError as error:
-        print(f"walt-node mdns: {error}", file=sys.stderr)
+        log.error("%s", error)
         return EXIT_FAILED
     return EXIT_OK
 

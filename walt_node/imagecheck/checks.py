@@ -38,8 +38,8 @@ KERNEL_OPTIONS = ("CONFIG_OVERLAY_FS", "CONFIG_NFS_FS", "CONFIG_NFS_V3", "CONFIG
 KERNEL_OPTIONS_MODULE_OK = KERNEL_OPTIONS[:3]
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 ROOT_KEY_LOGIN_VALUES = ("yes", "prohibit-password", "without-password")
-WALT_NODE_UNITS = ("walt-logs.service", "walt-lldp-report.service", "walt-mdns.service",
-                   "walt-nbd-swap.service", "walt-journal-forward.service")
+WALT_NODE_UNITS = ("walt-logs.service", "walt-nbd-swap.service")
+WALT_NODE_RESIDENT_UNIT = "walt-logs.service"  # `walt-node services`: logs, mDNS, LLDP, journal
 WALT_NODE_RC_SCRIPT = "walt-node"
 REBOOT_HOOKS = ("/bin/walt-network-reboot", "/bin/walt-reboot", "/bin/walt-hybrid-reboot")
 IMAGE_SHELL_SCRIPTS = ("/bin/walt-image-shell-start", "/bin/walt-image-shell-shutdown")
@@ -438,8 +438,10 @@ def _ntp_sync(context: Context) -> Tuple[str, str]:
 
 def check_mdns(context: Context) -> Feature:
     feature = Feature("C3", "multicast DNS (<node>.local)", False)
-    enabled = context.system.service_enabled(["avahi-daemon.service", "walt-mdns.service"],
-                                             ["avahi-daemon", WALT_NODE_RC_SCRIPT])
+    enabled = context.system.service_enabled(["avahi-daemon.service"], ["avahi-daemon"])
+    if not enabled and not context.system.killed("walt-mdns.service"):
+        # walt-node's publisher runs in its resident process, unless its kill switch is there
+        enabled = context.system.service_enabled([WALT_NODE_RESIDENT_UNIT], [WALT_NODE_RC_SCRIPT])
     if not enabled:
         return feature.fail("neither avahi-daemon nor walt-node's mDNS publisher is enabled",
                             "apt-get install avahi-daemon libnss-mdns (or walt-node setup)")

@@ -134,6 +134,8 @@ class ImageSystem:
         return None
 
     def killed(self, unit: str) -> bool:
-        """walt-node's kill switch: /etc/walt/<unit name>.disabled turns a walt-* unit off."""
+        """walt-node's kill switch: /etc/walt/<unit name>.disabled turns a walt-* unit off
+        (walt-logs.disabled only the logs daemon: the unit runs the other services too)."""
         name = unit.rsplit(".", 1)[0]
-        return name.startswith("walt-") and self.tree.exists(f"/etc/walt/{name}.disabled")
+        return (name.startswith("walt-") and name != "walt-logs"
+                and self.tree.exists(f"/etc/walt/{name}.disabled"))

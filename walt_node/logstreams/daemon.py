@@ -11,7 +11,10 @@ One thread, one ``poll`` loop:
   delivers them (spooling what the server cannot take);
 - systemd is told READY=1 once the FIFO exists and WATCHDOG=1 from the loop.
 
-On SIGTERM (or SIGINT) the FIFO is removed (new writers of ``walt-log-echo``
+Alone (``walt-node logs-daemon``) it stops on SIGTERM or SIGINT; in the resident
+process of ``walt-node services`` it runs in a thread and stops when the shared
+:class:`~walt_node.service.StopFlag` is set, which its poll loop watches.
+On stopping, the FIFO is removed (new writers of ``walt-log-echo``
 then use their own connection), what writers already opened it wrote is read
 to the end, and the forwarder delivers or spools everything it holds.
 """
@@ -23,7 +26,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from walt_node.logstreams.monitor_request import MonitorRequests
 from walt_node.logstreams.parse import DEFAULT_MAX_LINE, FifoParser
 from walt_node.logstreams.spool import DEFAULT_MAX_BYTES, Spool, SpoolBusy, SpoolError
 from walt_node.paths import Paths
-from walt_node.service import on_stop_signals
+from walt_node.service import StopFlag, notifier, on_stop_signals, watchdog_period
 
 log = logging.getLogger(__name__)
 
@@ -64,40 +66,6 @@ class DaemonConfig:
     resend_window: float = 0.25
     retry_max: float = 5.0
     stop_timeout: float = 5.0
-
-
-# ------------------------------------------------------------------ systemd
-
-def _notifier() -> Callable[[str], None]:
-    try:
-        from systemd import daemon as sd_daemon  # optional: the 'systemd' extra
-
-        return lambda message: sd_daemon.notify(message)
-    except ImportError:
-        return sd_notify
-
-
-def sd_notify(message: str) -> None:
-    """The sd_notify protocol without libsystemd: one datagram to $NOTIFY_SOCKET."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract socket namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message.encode(), address)
-    except OSError as error:
-        log.debug("sd_notify(%s) failed: %s", message, error)
-
-
-def watchdog_period() -> Optional[float]:
-    """Half the watchdog interval systemd asked for, or None."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or (pid and pid != str(os.getpid())):
-        return None
-    return int(usec) / 2e6
 
 
 # ------------------------------------------------------------------ the FIFO
@@ -150,12 +118,20 @@ class LogsDaemon:
         self._inode = 0
         self._wake_r = -1
         self._wake_w = -1
-        self._notify = _notifier()
+        self._notify = notifier()
+        self._stop_flag: Optional[StopFlag] = None
+        self._ready: Callable[[], None] = lambda: self._notify("READY=1")
         self._reported_counts: Dict[str, int] = {}
         self._reported_losses = (0, 0, 0)
 
     # ------------------------------------------------------------ lifecycle
-    def run(self) -> int:
+    def run(self, stop: Optional[StopFlag] = None, ready: Optional[Callable[[], None]] = None) -> int:
+        """Forward until stopped: by ``stop`` if given (no signal handler is installed
+        then: a thread of a resident process), else by SIGTERM or SIGINT. ``ready`` is
+        called once the FIFO exists (default: tell systemd READY=1)."""
+        self._stop_flag = stop
+        if ready is not None:
+            self._ready = ready
         self._open_spool()
         try:
             self._start()
@@ -190,10 +166,11 @@ class LogsDaemon:
             log.info("replaying %d bytes of spooled log lines (%d segments adopted)",
                      self.spool.total, adopted)
         self._reader, self._keeper, self._inode = open_fifo(self.config.fifo)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self._wake_w)
-        on_stop_signals(self.request_stop)
-        self._notify("READY=1")
+        if self._stop_flag is None:  # alone: the signals are ours
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.set_wakeup_fd(self._wake_w)
+            on_stop_signals(self.request_stop)
+        self._ready()
         log.info("reading %s (mode %o), spool %s (max %d bytes)", self.config.fifo, FIFO_MODE,
                  self.spool.dir, self.config.spool_size)
 
@@ -229,13 +206,18 @@ class LogsDaemon:
         """Sleep until input, a socket event or a timer; True if the FIFO has data."""
         poller = select.poll()
         poller.register(self._reader, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        if self._wake_r >= 0:
+            poller.register(self._wake_r, select.POLLIN)
+        if self._stop_flag is not None:
+            poller.register(self._stop_flag.fileno(), select.POLLIN)
         for fd, mask in self.forwarder.poll_fds():
             poller.register(fd, mask)
         fifo_ready = False
         for fd, _ in poller.poll(timeout_ms):
             if fd == self._reader:
                 fifo_ready = True
+            elif self._stop_flag is not None and fd == self._stop_flag.fileno():
+                self._stop = True
             elif fd == self._wake_r:
                 try:
                     os.read(self._wake_r, 512)

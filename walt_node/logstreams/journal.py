@@ -26,7 +26,7 @@ from walt_node import runner
 from walt_node.config import ConfigError, meaningful_lines, read_text
 from walt_node.errors import WaltNodeError
 from walt_node.files import write_atomically
-from walt_node.service import ProblemCounter
+from walt_node.service import ProblemCounter, StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ EntryStream = Iterator[Optional[Entry]]
 
 
 def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str,
-                         files: Sequence[Path], follow: bool, problems: ProblemCounter) -> EntryStream:
+                         files: Sequence[Path], follow: bool, problems: ProblemCounter,
+                         stop: Optional[StopFlag] = None) -> EntryStream:
     argv = journalctl_argv(units, cursor, start, files, follow)
     log.debug("running %s", " ".join(argv))
     # stderr in a file: a pipe nobody reads while following could fill up and block journalctl
@@ -237,7 +238,9 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
             raise JournalUnavailable("journalctl was not found on PATH (install it, or the systemd Python "
                                      "module: pip install systemd-python in walt-node's venv)") from None
         try:
-            received = yield from _journalctl_entries(process, problems)
+            received = yield from _journalctl_entries(process, problems, stop)
+            if stop is not None and stop.is_set():
+                return
             status = process.wait()
         finally:
             if process.poll() is None:
@@ -253,14 +256,18 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
             raise JournalUnavailable(f"journalctl failed (status {status}): {error}")
 
 
-def _journalctl_entries(process: runner.Process, problems: ProblemCounter):
-    """Entries from journalctl's output (None when quiet); returns how many lines it read."""
+def _journalctl_entries(process: runner.Process, problems: ProblemCounter, stop: Optional[StopFlag]):
+    """Entries from journalctl's output (None when quiet) until its end or ``stop``;
+    returns how many lines it read."""
     assert process.stdout is not None
     pending = b""
     received = 0
     waits = quiet_waits()
+    waited = [process.stdout] + ([stop] if stop is not None else [])
     while True:
-        ready, _, _ = select.select([process.stdout], [], [], next(waits))
+        ready, _, _ = select.select(waited, [], [], next(waits))
+        if stop is not None and stop in ready:
+            return received
         if not ready:
             yield None
             continue
@@ -307,7 +314,7 @@ def journalctl_argv(units: Sequence[str], cursor: Optional[str], start: str,
 
 def read_with_python_module(units: Sequence[str], cursor: Optional[str], start: str,
                             files: Sequence[Path], follow: bool,
-                            problems: ProblemCounter) -> EntryStream:
+                            problems: ProblemCounter, stop: Optional[StopFlag] = None) -> EntryStream:
     try:
         from systemd import journal
     except ImportError:
@@ -327,8 +334,9 @@ def read_with_python_module(units: Sequence[str], cursor: Optional[str], start: 
                 except MalformedEntry as error:
                     problems.report("malformed journal entry", str(error))
             yield None
-            if not follow:
+            if not follow or (stop is not None and stop.is_set()):
                 return
+            # a stop is seen after this wait: at most MAX_QUIET_WAIT seconds later
             reader.wait(next(waits))
     finally:
         reader.close()
