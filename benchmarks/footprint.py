@@ -79,6 +79,7 @@ class Side:
     ready_s: List[float] = dataclasses.field(default_factory=list)
     idle: Optional[Dict] = None
     load: Optional[Dict] = None
+    status: str = ""  # the first unit's StatusText (walt-node's: the state of each service)
 
 
 def upstream_server_mount_dir() -> Path:
@@ -164,6 +165,8 @@ def measure_side(node: VirtualNode, sim: Simulator, side: Side, args: argparse.N
     wait_active(node, units, 60)
     node.shell.run(f"sleep {int(args.settle)}", timeout=args.settle + 30)
     side.idle = probe(node, f"idle --window {args.window:g} {' '.join(units)}", args.window + 120)
+    side.status = node.shell.run(f"systemctl show -p StatusText --value {side.units[0]}",
+                                 timeout=60).output.strip()
     side.load = probe(node, f"load --fifo {side.fifo} --rate {args.rate:g} --duration "
                             f"{args.duration:g} --stream footprint.{key} {' '.join(units)}",
                       args.duration + 180)
@@ -231,7 +234,8 @@ def report(ours: Side, upstream: Side, args: argparse.Namespace) -> str:
     lines.append(f"| start to ready (s) | {o_ready:.2f} | {u_ready:.2f} | {ratio(o_ready, u_ready)} |")
     for side in (ours, upstream):
         lines.append(f"\n{side.name}: sent {side.load['sent']} lines in {side.load['seconds']:.0f} s; "
-                     f"ready times {', '.join(f'{s:.2f}' for s in side.ready_s)} s")
+                     f"ready times {', '.join(f'{s:.2f}' for s in side.ready_s)} s"
+                     + (f"; {side.units[0]} status: {side.status}" if side.status else ""))
     return "\n".join(lines)
 
 
