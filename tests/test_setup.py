@@ -542,3 +542,53 @@ def test_two_setups_at_once_take_turns_and_the_manifest_lists_everything(tmp_pat
     assert "waiting for another walt-node setup" in output
     ok(setup(image, "--uninstall"))
     assert snapshot(image) == before
+
+
+OLD_LAYOUT_UNITS = {  # one unit per service, as walt-node installed them before `walt-node services`
+    "walt-logs.service": "ExecStart=@WALT_NODE@ logs-daemon $DAEMON_ARGS\n",
+    "walt-mdns.service": "ExecStart=@WALT_NODE@ mdns publish\n",
+    "walt-lldp-report.service": "ExecStart=@WALT_NODE@ lldp report --watch\n",
+}
+
+
+def install_old_layout(image: Path, tmp_path: Path) -> None:
+    data = tmp_path / "old-data"
+    (data / "units").mkdir(parents=True)
+    (data / "bin").symlink_to(data_dir() / "bin")
+    for name, exec_start in OLD_LAYOUT_UNITS.items():
+        (data / "units" / name).write_text(
+            f"[Unit]\nDescription={name}\n[Service]\n{exec_start}[Install]\nWantedBy=multi-user.target\n")
+    target = Target("systemd", IMAGE_WALT_NODE, IMAGE_PYTHON, ["walt-node"])
+    Installer(ImageRoot(image), print).install(build_plan(target, data), "systemd", [])
+
+
+def test_upgrade_from_one_unit_per_service_keeps_a_disabled_service_off(image: Path, tmp_path: Path) -> None:
+    install_old_layout(image, tmp_path)
+    wants = image / "etc/systemd/system/multi-user.target.wants"
+    (wants / "walt-mdns.service").unlink()  # what `systemctl disable walt-mdns` does
+
+    out = ok(setup(image))
+    units = image / "etc/systemd/system"
+    assert not (units / "walt-mdns.service").exists() and not (units / "walt-lldp-report.service").exists()
+    assert not os.path.lexists(wants / "walt-lldp-report.service")
+    assert "services $DAEMON_ARGS" in (units / "walt-logs.service").read_text()
+    assert (image / "etc/walt/walt-mdns.disabled").exists()  # still off, now by its kill switch
+    assert not (image / "etc/walt/walt-lldp-report.disabled").exists()  # was enabled: stays on
+    assert "created /etc/walt/walt-mdns.disabled" in out
+
+
+def test_live_upgrade_from_one_unit_per_service_stops_the_retired_units(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "image")
+    install_old_layout(image, tmp_path)
+    (image / "run/systemd/system").mkdir(parents=True)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    (tools / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    (tools / "systemctl").chmod(0o755)
+    env = dict(os.environ, WALT_NODE_ROOT=str(image), PATH=f"{tools}:{os.environ['PATH']}")
+    ok(subprocess.run([WALT_NODE, "setup", "--walt-node", IMAGE_WALT_NODE], capture_output=True,
+                      text=True, timeout=TIMEOUT, env=env))
+    # the old processes end before the resident one starts the same services
+    assert _lines(calls) == ["stop walt-lldp-report.service walt-mdns.service", "daemon-reload",
+                             "restart walt-logs.service walt-nbd-swap.service"]

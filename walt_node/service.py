@@ -18,6 +18,11 @@ from walt_node.errors import WaltNodeError
 
 log = logging.getLogger(__name__)
 
+# The services `walt-node services` runs in one process (the walt-logs unit), in start
+# order; each is turned off by /etc/walt/<name>.disabled. Before that process, each
+# had a unit of this name: setup carries a `systemctl disable` of one over to its switch.
+RESIDENT_SERVICES = ("walt-logs", "walt-mdns", "walt-lldp-report", "walt-journal-forward")
+
 
 def on_stop_signals(callback: Callable[[], None]) -> None:
     """SIGTERM (systemd stopping the unit) and SIGINT (Ctrl-C) call ``callback``."""

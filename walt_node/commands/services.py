@@ -12,15 +12,20 @@ from typing import Callable, List
 
 from walt_node.commands import logs_daemon
 from walt_node.paths import Paths
-from walt_node.service import Feature, StopFlag, Supervisor, notifier, on_stop_signals, watchdog_period
+from walt_node.service import (
+    RESIDENT_SERVICES,
+    Feature,
+    StopFlag,
+    Supervisor,
+    notifier,
+    on_stop_signals,
+    watchdog_period,
+)
 
 log = logging.getLogger(__name__)
 
-LOGS = "walt-logs"
-MDNS = "walt-mdns"
-LLDP = "walt-lldp-report"
-JOURNAL = "walt-journal-forward"
-FEATURES = (LOGS, MDNS, LLDP, JOURNAL)
+FEATURES = RESIDENT_SERVICES
+LOGS, MDNS, LLDP, JOURNAL = FEATURES
 STOP_TIMEOUT = 10.0  # the logs daemon may take 7 s: 5 to deliver, 2 for the FIFO's writers
 
 DESCRIPTION = """\

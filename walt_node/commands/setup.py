@@ -14,9 +14,11 @@ from walt_node.install import InstallError
 DESCRIPTION = """\
 Install walt-node's services and commands into a WalT node image, or remove them.
 
-Installs: the systemd units (walt-logs, walt-mdns, walt-lldp-report,
-walt-nbd-swap, walt-journal-forward) enabled for multi-user.target, or for
-busybox init the script /etc/init.d/S90walt-node; the log FIFO directory
+Installs: the systemd units walt-logs (one process running the logs daemon,
+the mDNS publisher, the LLDP reporter and the journal forwarder; turn one off
+with /etc/walt/<service>.disabled, see 'walt-node services --help') and
+walt-nbd-swap, enabled for multi-user.target, or for busybox init the script
+/etc/init.d/S90walt-node; the log FIFO directory
 /var/lib/walt; links in /usr/local/bin to the walt-node commands of this
 environment; /bin/blink and /bin/walt-reboot.
 
@@ -165,7 +167,7 @@ def _install(args: argparse.Namespace) -> int:
         _say(f"note: {note}")
     _report(outcome.changed, image, args.dry_run, "installed")
     if not args.dry_run and init == "systemd" and environment.systemd_running(image, args.prefix is not None):
-        _systemctl_after_install(outcome.units_changed, args.no_start)
+        _systemctl_after_install(outcome.units_changed, outcome.units_removed, args.no_start)
     return 0
 
 
@@ -293,13 +295,17 @@ def _report(changed: List[str], image, dry_run: bool, done: str) -> None:
         _say(f"walt-node {__version__} {done} in {image.root}")
 
 
-def _systemctl_after_install(units_changed: List[str], no_start: bool) -> None:
+def _systemctl_after_install(units_changed: List[str], units_removed: List[str],
+                             no_start: bool) -> None:
     if not units_changed:
         return
+    if units_removed:  # e.g. the units of an earlier layout, now run inside walt-logs.service
+        _systemctl(["stop", *sorted(set(units_removed))])
     _systemctl(["daemon-reload"])
-    if not no_start:
+    restart = sorted(set(units_changed) - set(units_removed))
+    if restart and not no_start:
         # restart = start for new units, reload the code of updated ones
-        _systemctl(["restart", *sorted(set(units_changed))])
+        _systemctl(["restart", *restart])
 
 
 def _systemctl(argv: List[str]) -> None:

@@ -36,6 +36,7 @@ from walt_node.files import remove_leftover_temporaries, symlink_atomically, wri
 from walt_node.install import InstallError, imagespec, upstream
 from walt_node.install.plan import NODE, Item, Plan
 from walt_node.install.rootfs import ImageRoot, sha256_of
+from walt_node.service import RESIDENT_SERVICES
 
 MANIFEST = str(NODE.var_lib_walt_node / "install-manifest.json")
 BACKUP_DIR = str(NODE.var_lib_walt_node / "backup")
@@ -82,6 +83,7 @@ class Manifest:
 class Outcome:
     changed: List[str] = field(default_factory=list)  # human-readable actions done
     units_changed: List[str] = field(default_factory=list)
+    units_removed: List[str] = field(default_factory=list)  # to stop, not to start
     units: List[str] = field(default_factory=list)
 
 
@@ -125,6 +127,7 @@ class Installer:
         if self.dry_run:
             self._describe(actions, stale + retired, spec_missing, outcome)
             return outcome
+        self._carry_over_disabled(manifest, stale, outcome)
         for path in stale:
             self._remove_entry(manifest, path, outcome)
         self._drop_spec_templates(manifest, stale, outcome)
@@ -381,6 +384,24 @@ class Installer:
             fifo.unlink()
             outcome.changed.append(f"removed {LOG_FIFO} (walt-log-echo sends over TCP again)")
 
+    def _carry_over_disabled(self, manifest: Manifest, stale: List[str], outcome: Outcome) -> None:
+        """A unit of ours that now runs inside the resident walt-logs unit, disabled by
+        `systemctl disable` (its enable link gone): its kill switch keeps it off."""
+        for path in stale:
+            name = os.path.basename(path)[: -len(".service")]
+            if not _is_unit(path, manifest.entries[path]) or name not in RESIDENT_SERVICES:
+                continue
+            links = [other for other in manifest.entries
+                     if ".wants/" in other and os.path.basename(other) == os.path.basename(path)]
+            switch = str(NODE.kill_switch(name))
+            if links and not any(os.path.lexists(self.image.host(link)) for link in links) \
+                    and not self.image.exists(switch):
+                host = self.image.host(switch)
+                host.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(host, b"", 0o644)
+                outcome.changed.append(f"created {switch}: {name} was disabled, it now runs in "
+                                       "walt-logs.service, which honours this switch")
+
     def _remove_entry(self, manifest: Manifest, path: str, outcome: Outcome) -> None:
         record = manifest.entries.pop(path)
         host = self.image.host(path)
@@ -396,6 +417,7 @@ class Installer:
         outcome.changed.append(f"removed {path}")
         if _is_unit(path, record):
             outcome.units_changed.append(path.rsplit("/", 1)[1])
+            outcome.units_removed.append(path.rsplit("/", 1)[1])
         backup = record.get("backup")
         # the backup may not exist: setup was killed before it moved the original there
         if backup and not os.path.lexists(host) and os.path.lexists(self.image.host(backup)):
