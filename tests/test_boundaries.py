@@ -20,6 +20,9 @@ SERVER_SOCKETS = {"protocols.py", "sim/"}  # the simulator is the server side it
 # must hold, always joined below the root of the image it checks, never the host's
 PATHS = {"paths.py", "protocols.py", "imagecheck/"}
 FACTS = {"facts.py", "sim/", "commands/demo.py"}  # the simulator and the demo play the platform
+# errors are printed by errors.report (cli.run_command and /bin/blink call it); cli.py also
+# prints its own usage problems (no command, an unknown program name)
+ERROR_PRINTERS = {"errors.py", "cli.py"}
 
 PROCESS_MODULES = {"subprocess", "pty", "multiprocessing", "asyncio"}
 PROCESS_CALLS = re.compile(r"^(fork|forkpty|exec\w*|spawn\w*|system|popen|posix_spawn\w*)$")
@@ -127,13 +130,44 @@ def fact_reads(path: Path, tree: ast.AST) -> Iterator[tuple]:
             yield node.lineno, f"names fact variable {node.value!r} (node facts come from walt_node.facts)"
 
 
+def main_blocks(tree: ast.AST) -> Set[int]:
+    """The nodes of ``if __name__ == "__main__":`` blocks (a module run as a script)."""
+    inside: Set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) \
+                and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__":
+            inside.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    return inside
+
+
+def error_printing(path: Path, tree: ast.AST) -> Iterator[tuple]:
+    if allowed(path, ERROR_PRINTERS) or name_of(path) == "__main__.py":
+        return
+    scripts = main_blocks(tree)
+    for node in ast.walk(tree):
+        if id(node) in scripts:
+            continue
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sys" \
+                and node.attr in ("stderr", "exit"):
+            yield node.lineno, f"sys.{node.attr} (raise a WaltNodeError: the CLI prints it and exits)"
+        if isinstance(node, ast.Name) and node.id == "SystemExit" and isinstance(node.ctx, ast.Load) \
+                and not _caught(tree, node):
+            yield node.lineno, "SystemExit (raise a WaltNodeError: the CLI prints it and exits)"
+
+
+def _caught(tree: ast.AST, name: ast.Name) -> bool:
+    """``except SystemExit`` catches (argparse's exit while checking arguments), it does not exit."""
+    return any(isinstance(node, ast.ExceptHandler) and node.type is name for node in ast.walk(tree))
+
+
 @pytest.mark.parametrize("check", [
     program_starts,
     server_sockets,
     filesystem_locations,
     fact_reads,
+    error_printing,
 ], ids=["programs-only-via-runner", "server-sockets-only-in-protocols", "locations-only-in-paths",
-        "facts-only-in-facts"])
+        "facts-only-in-facts", "errors-printed-in-one-place"])
 def test_no_module_crosses_a_boundary(check) -> None:
     assert crossings(check) == []
 
@@ -146,10 +180,12 @@ open("/var/lib/walt/logs.fifo")
 ip = env["walt_server_ip"]
 def f(paths):
     return paths.proc_cmdline
+sys.stderr.write("x: error\\n")
 '''
 
 
-@pytest.mark.parametrize("check", [program_starts, server_sockets, filesystem_locations, fact_reads])
+@pytest.mark.parametrize("check", [program_starts, server_sockets, filesystem_locations, fact_reads,
+                                   error_printing])
 def test_each_check_catches_its_crossing(check) -> None:
     """The checks can fail: each finds its crossing in a module that has all four."""
     found = list(check(PACKAGE / "blink.py", ast.parse(SAMPLE)))

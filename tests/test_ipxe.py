@@ -340,7 +340,7 @@ def test_ipxe_plan_command_errors(tmp_path) -> None:
     (tmp_path / "start.ipxe").write_text(script("chain /generic/missing.ipxe"))
     done = ipxe_plan("--boot-dir", str(tmp_path), root=tmp_path)
     assert done.returncode == 1
-    assert done.stderr.startswith("iPXE script error: /start.ipxe:2: cannot fetch "
+    assert done.stderr.startswith("walt-node ipxe-plan: iPXE script error: /start.ipxe:2: cannot fetch "
                                   "/generic/missing.ipxe")
     done = ipxe_plan("--boot-dir", str(tmp_path), "--set", "novalue", root=tmp_path)
     assert done.returncode == 2 and "expected NAME=VALUE" in done.stderr

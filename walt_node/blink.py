@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from walt_node.config import ConfigError, read_key_values
+from walt_node.config import read_key_values
 from walt_node.errors import WaltNodeError
 from walt_node.files import write_atomically
 from walt_node.paths import Paths, live_process_file
@@ -209,14 +209,7 @@ def blink_off(paths: Paths) -> str:
     return f"LED {led.name} restored to trigger '{state['trigger']}'"
 
 
-# --- commands ------------------------------------------------------------------
-
-def apply(value: str, paths: Optional[Paths] = None) -> int:
+def apply(value: str, paths: Optional[Paths] = None) -> str:
+    """``blink 1`` or ``blink 0``; what was done (BlinkError, ConfigError: why not)."""
     paths = paths or Paths.from_env()
-    try:
-        message = blink_on(paths) if value == "1" else blink_off(paths)
-    except (BlinkError, ConfigError) as error:
-        sys.stderr.write(f"blink: {error}\n")
-        return 1
-    sys.stdout.write(message + "\n")
-    return 0
+    return blink_on(paths) if value == "1" else blink_off(paths)

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from walt_node import __version__
 from walt_node.commands import COMMANDS, command_parser, legacy_names
-from walt_node.errors import WaltNodeError
+from walt_node.errors import WaltNodeError, report
 from walt_node.text import printable
 
 
@@ -57,9 +57,8 @@ def run_command(name: str, argv: List[str], prog: str) -> int:
     _configure_logging(args.verbose)
     try:
         return int(module.run(args) or 0)
-    except WaltNodeError as error:  # the one place where errors of the library are printed
-        sys.stderr.write(f"{prog}: {error}\n")
-        return error.exit_status
+    except WaltNodeError as error:  # every command's errors are printed here
+        return report(prog, error)
     except KeyboardInterrupt:
         return 130
 

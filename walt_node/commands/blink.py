@@ -6,6 +6,7 @@ import sys
 from typing import List, Optional
 
 from walt_node.blink import apply
+from walt_node.errors import WaltNodeError, report
 
 DESCRIPTION = """\
 blink 1: make an LED of this node blink; blink 0: put it back as it was.
@@ -42,7 +43,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    return apply(args.value)
+    sys.stdout.write(apply(args.value) + "\n")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -52,6 +54,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout.write("usage: blink 1|0\n\n" + DESCRIPTION)
         return 0
     if len(argv) != 1 or argv[0] not in ("1", "0"):
-        sys.stderr.write(f"usage: blink 1|0 (got: {' '.join(argv) or 'nothing'})\n")
-        return 2
-    return apply(argv[0])
+        return report("blink", WaltNodeError(f"usage: blink 1|0 (got: {' '.join(argv) or 'nothing'})",
+                                             exit_status=2))
+    try:
+        sys.stdout.write(apply(argv[0]) + "\n")
+    except WaltNodeError as error:  # BlinkError, ConfigError
+        return report("blink", error)
+    return 0

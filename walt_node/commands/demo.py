@@ -271,8 +271,7 @@ def run(args: argparse.Namespace) -> int:
     except (DemoFailed, runner.CommandFailed, runner.TimeoutExpired, OSError) as error:
         demo.stop()
         demo.show_service_logs()
-        sys.stderr.write(f"walt-node demo: {error}\n")
-        return 1
+        raise DemoFailed(str(error)) from error
     finally:
         demo.stop()
         if args.keep:

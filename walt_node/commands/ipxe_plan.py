@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Dict
 
 from walt_node.commands.argtypes import name_value
+from walt_node.errors import WaltNodeError
 
 DESCRIPTION = """\
 Interpret /start.ipxe and every script it chains, the way iPXE would (the
@@ -71,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.boot_dir is not None:
             if not args.boot_dir.is_dir():
-                sys.stderr.write(f"--boot-dir {args.boot_dir}: not a directory\n")
-                return 2
+                raise WaltNodeError(f"--boot-dir {args.boot_dir}: not a directory", exit_status=2)
             from walt_node.reboot.source import LocalSource
 
             fetch = LocalSource(args.boot_dir)
@@ -82,11 +81,9 @@ def run(args: argparse.Namespace) -> int:
             variables.update(overrides)
         plan = interpret(fetch, variables, args.start)
     except IpxeError as error:
-        sys.stderr.write(f"iPXE script error: {printable(str(error))}\n")
-        return 1
+        raise WaltNodeError(f"iPXE script error: {printable(str(error))}") from error
     except _Unavailable as error:
-        sys.stderr.write(f"{printable(str(error))}\n")
-        return 1
+        raise WaltNodeError(printable(str(error))) from error
     for message in plan.messages:
         print(f"echo: {printable(message)}")
     print(plan.describe())

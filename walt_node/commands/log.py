@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from walt_node.errors import WaltNodeError
 
 DESCRIPTION = """\
 Send one log line to the WalT server, like the server-provided walt-log-echo.
@@ -36,10 +37,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         log.echo(args.stream, " ".join(args.line), ts=args.ts)
     except ValueError as error:
-        sys.stderr.write(f"walt-node log: {error}\n")
-        return 2
+        raise WaltNodeError(str(error), exit_status=2) from error
     if not log.flush(timeout=args.timeout):
-        sys.stderr.write(f"walt-node log: not delivered within {args.timeout:g} s; "
-                         "it will be delivered or spooled at exit\n")
-        return 1
+        raise WaltNodeError(f"not delivered within {args.timeout:g} s; "
+                            "it will be delivered or spooled at exit", exit_status=1)
     return 0

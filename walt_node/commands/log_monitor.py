@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 
+from walt_node.errors import WaltNodeError
 from walt_node.logstreams.monitor import (
     EXIT_CANNOT_EXECUTE,
     EXIT_NOT_FOUND,
@@ -44,29 +44,26 @@ def run(args) -> int:
     argv = list(args.command)
     prog = "walt-log-monitor"
     if not argv:
-        sys.stderr.write(f"{prog}: no command given; usage: {prog} COMMAND [ARG ...]\n")
-        return 2
+        raise WaltNodeError(f"no command given; usage: {prog} COMMAND [ARG ...]", exit_status=2)
     from walt_node import log as walt_log  # the background sender starts only when needed
 
     stream = args.stream or stream_name(argv[0], os.getpid())
     problem = stream_problem(stream)
     if problem:
-        sys.stderr.write(f"{prog}: {problem}. Nothing was run.\n")
-        return 2
+        raise WaltNodeError(f"{problem}. Nothing was run.", exit_status=2)
     send = StreamLogger(walt_log, stream)
     monitor = Monitor(argv, on_line=send)
     try:
         monitor.start()
-    except FileNotFoundError:
-        sys.stderr.write(f"{prog}: command not found: '{argv[0]}' (check the name and your PATH). "
-                         "Nothing was run.\n")
-        return EXIT_NOT_FOUND
+    except FileNotFoundError as error:
+        raise WaltNodeError(f"command not found: '{argv[0]}' (check the name and your PATH). "
+                            "Nothing was run.", exit_status=EXIT_NOT_FOUND) from error
     except PermissionError as error:
-        sys.stderr.write(f"{prog}: cannot execute '{argv[0]}': {error.strerror}. Nothing was run.\n")
-        return EXIT_CANNOT_EXECUTE
+        raise WaltNodeError(f"cannot execute '{argv[0]}': {error.strerror}. Nothing was run.",
+                            exit_status=EXIT_CANNOT_EXECUTE) from error
     except OSError as error:
-        sys.stderr.write(f"{prog}: cannot start '{argv[0]}': {error}. Nothing was run.\n")
-        return EXIT_CANNOT_EXECUTE
+        raise WaltNodeError(f"cannot start '{argv[0]}': {error}. Nothing was run.",
+                            exit_status=EXIT_CANNOT_EXECUTE) from error
     send("START")
     try:
         status = monitor.run()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 from walt_node.commands.argtypes import host_port, non_negative_seconds, size
+from walt_node.errors import WaltNodeError
 from walt_node.logstreams.settings import SPOOL_DIR_ENV, SPOOL_SIZE_ENV, server_address
 from walt_node.paths import Paths
 
@@ -66,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt_node.logstreams.daemon import DaemonConfig, DaemonError, LogsDaemon
-    from walt_node.logstreams.spool import SpoolError
+    from walt_node.logstreams.daemon import DaemonConfig, LogsDaemon
 
     config = DaemonConfig(fifo=args.fifo, spool_dir=args.spool_dir, spool_size=args.spool_size,
                           max_line=args.max_line, idle_close=args.idle_close,
@@ -76,6 +75,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         daemon = LogsDaemon(config, server_address(args.server))
         return daemon.run()
-    except (DaemonError, SpoolError, ValueError) as error:
-        sys.stderr.write(f"walt-logs-daemon: {error}\n")
-        return 1
+    except ValueError as error:  # DaemonError and SpoolError: the CLI prints them
+        raise WaltNodeError(str(error)) from error

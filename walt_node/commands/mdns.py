@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict
 from typing import Optional
 
+from walt_node.errors import WaltNodeError
 from walt_node.mdns import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
@@ -115,9 +115,8 @@ def publish(stop: StopFlag, interface: Optional[str] = None, hosts: bool = False
 def _run_resolve(args) -> int:
     addresses = resolve(args.name, args.timeout)
     if not addresses:
-        print(f"walt-node mdns: no answer for {fqdn(args.name).rstrip('.')} within "
-              f"{args.timeout:g} s", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        raise WaltNodeError(f"no answer for {fqdn(args.name).rstrip('.')} within {args.timeout:g} s",
+                            exit_status=EXIT_NOT_FOUND)
     for address in addresses:
         print(address)
     return EXIT_OK
@@ -158,8 +157,8 @@ def _run_peers(args) -> int:
         try:
             update_hosts(paths.etc_hosts, peers, own, networks=local_ipv4_networks())
         except (HostsFileError, OSError) as error:
-            print(f"walt-node mdns: cannot update {paths.etc_hosts}: {error}", file=sys.stderr)
-            return EXIT_FAILED
+            raise WaltNodeError(f"cannot update {paths.etc_hosts}: {error}",
+                                exit_status=EXIT_FAILED) from error
     return EXIT_OK
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sys
 from typing import Optional
 
 from walt_node.errors import WaltNodeError
@@ -93,16 +92,13 @@ def _open_copies(args, problems: ProblemCounter) -> Optional[Copies]:
 def _autolog(args) -> int:
     from walt_node import log as walt_log  # the sender thread starts with the first line
 
-    prog = "walt-serial-autolog"
     try:
         fd = open_line(args.tty, args.speed)
     except ValueError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
-        return 2
+        raise WaltNodeError(str(error), exit_status=2) from error
     except OSError as error:
-        sys.stderr.write(f"{prog}: cannot open serial line '{args.tty}': {error.strerror or error}"
-                         f"{_open_hint(error)}\n")
-        return 1
+        raise WaltNodeError(f"cannot open serial line '{args.tty}': {error.strerror or error}"
+                            f"{_open_hint(error)}") from error
     problems = ProblemCounter(log)
     try:
         copies = _open_copies(args, problems)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 from walt_node import __version__
+from walt_node.errors import WaltNodeError
 from walt_node.install import InstallError
 
 DESCRIPTION = """\
@@ -102,15 +102,9 @@ def run(args: argparse.Namespace) -> int:
         if args.uninstall:
             return _uninstall(args)
         return _install(args)
-    except InstallError as error:
-        sys.stderr.write(f"walt-node setup: {error}\n")
-        return 1
-    except PermissionError as error:
-        sys.stderr.write(
-            f"walt-node setup: permission denied on {error.filename}: run it as root, "
-            "or use --prefix ROOT on a tree you own\n"
-        )
-        return 1
+    except PermissionError as error:  # InstallError: the CLI prints it
+        raise WaltNodeError(f"permission denied on {error.filename}: run it as root, "
+                            "or use --prefix ROOT on a tree you own") from error
 
 
 def _say(text: str) -> None:

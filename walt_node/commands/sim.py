@@ -139,8 +139,7 @@ def _run_simulator(args: argparse.Namespace, config: Any) -> int:
                         show_logs=sys.stdout if args.show_logs else None)
         sim.start()
     except OSError as error:
-        sys.stderr.write(f"walt-node sim: {error.strerror or error}\n")
-        return 1
+        raise WaltNodeError(str(error.strerror or error)) from error
     stop = threading.Event()
     on_stop_signals(stop.set)
     try:

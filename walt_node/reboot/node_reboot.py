@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import List
 
 from walt_node.bounds import Deadline
 from walt_node.config import ConfigError, read_key_values
+from walt_node.errors import WaltNodeError
 from walt_node.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,13 @@ def _time_limited(hook: Path, seconds: float) -> List[str]:
 
 
 def os_reboot(grace: float, immediate: bool = False) -> int:
+    """Reboot; returns only by raising (the reboot failed, or the node still runs after ``grace``)."""
     from walt_node.reboot import kexec
     from walt_node.runner import CommandFailed, CommandMissing
 
     try:
         kexec.os_reboot(immediate=immediate)
     except (CommandFailed, CommandMissing) as error:
-        sys.stderr.write(f"walt-reboot: reboot failed: {error}\n")
-        return 1
-    time.sleep(grace)
-    sys.stderr.write(f"walt-reboot: 'reboot' returned and the node still runs after {grace:g} s\n")
-    return 1
+        raise WaltNodeError(f"reboot failed: {error}") from error
+    time.sleep(grace)  # the time the OS gets to stop this process: reboot's own semantics
+    raise WaltNodeError(f"'reboot' returned and the node still runs after {grace:g} s")
