@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Pattern, Union
+from typing import Dict, List, Optional, Pattern, Union
 
 LOG = logging.getLogger("vnode.qemu")
 
@@ -163,6 +163,12 @@ class QemuConfig:
     memory_mib: int = 1024
     mac: str = MAC
     extra_args: List[str] = field(default_factory=list)
+    # Boot like a WalT PC node instead of qemu's -kernel: firmware, the NIC's iPXE,
+    # DHCP, then `start.ipxe` and the files it names over TFTP from this directory
+    # (qemu's user-mode TFTP server; kernel, initrd and cmdline above are unused).
+    # A reboot then resets the machine through the firmware (no -no-reboot).
+    network_boot: Optional[Path] = None
+    tcp_forwards: Dict[int, int] = field(default_factory=dict)  # host loopback port -> guest port
 
 
 def walt_cmdline(server_ip: str = "10.0.2.2", model: str = "pc-x86-64", mac: str = MAC,
@@ -186,12 +192,18 @@ class VirtualNode:
 
     def _argv(self, console_sock: Path, shell_sock: Path) -> List[str]:
         c = self.config
+        netdev = "user,id=net0,net=10.0.2.0/24,host=10.0.2.2" + "".join(
+            f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in c.tcp_forwards.items())
+        if c.network_boot is not None:
+            boot = ["-boot", "n"]
+            netdev += f",tftp={c.network_boot},bootfile=start.ipxe"
+        else:
+            boot = ["-no-reboot", "-kernel", str(c.kernel), "-initrd", str(c.initrd), "-append", c.cmdline]
         return [
             "qemu-system-x86_64", "-accel", "tcg", "-m", str(c.memory_mib), "-smp", "1",
-            "-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot",
-            "-kernel", str(c.kernel), "-initrd", str(c.initrd), "-append", c.cmdline,
+            "-display", "none", "-vga", "none", "-monitor", "none", *boot,
             "-drive", f"file={c.disk},format=raw,if=virtio,cache=unsafe",
-            "-netdev", "user,id=net0,net=10.0.2.0/24,host=10.0.2.2",
+            "-netdev", netdev,
             "-device", f"virtio-net-pci,netdev=net0,mac={c.mac}",
             "-chardev", f"socket,id=console,path={console_sock},server=on,wait=on",
             "-serial", "chardev:console",
