@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
 from support.logs import LogServer
 
-from walt_node.logstreams.forwarder import SERVER_READ, Forwarder, next_write
+from walt_node.logstreams.forwarder import SERVER_READ, Forwarder, grid_cell, next_write
 from walt_node.logstreams.spool import Spool
 
 
@@ -91,20 +92,28 @@ def test_idle_close_and_reconnect(tmp_path: Path) -> None:
         server.crash()
 
 
-def test_writes_are_whole_lines_and_never_cross_an_8k_step() -> None:
+def test_the_grid_step_fits_in_one_segment_and_divides_a_server_read() -> None:
+    assert grid_cell(65483) == SERVER_READ  # loopback
+    assert grid_cell(1448) == grid_cell(1436) == 1024  # Ethernet, with and without timestamps
+    assert grid_cell(536) == 512
+    assert all(SERVER_READ % grid_cell(mss) == 0 for mss in range(1, 70000, 37))
+
+
+@pytest.mark.parametrize("cell", [SERVER_READ, 1024])
+def test_writes_are_whole_lines_and_never_cross_a_step(cell: int) -> None:
     """docs/protocols.md §11: a WalT 10 server decodes each 8 KiB read alone. Writes of
-    whole lines, padded (zeros before a stamp) up to the next 8 KiB step when more
-    lines wait, are read whole even by a server that is behind; the stamps keep
+    whole lines, padded (zeros before a stamp) up to the next step of the grid when
+    more lines wait, are read whole even by a server that is behind; the stamps keep
     their values."""
     lines = [b"%.6f %s\n" % (1700000000.5 + n, "é中😀".encode() * (n % 40)) for n in range(400)]
     out = bytearray(b"".join(lines))
-    received, unread, start = b"", 3000, 0  # 3000 bytes already written since the last step
+    received, unread, start = b"", cell - 700, 0  # bytes already written since the last step
     while start < len(out):
-        write, carried = next_write(out, start, False, SERVER_READ - unread)
-        assert write.endswith(b"\n") and unread + len(write) <= SERVER_READ
+        write, carried = next_write(out, start, False, cell - unread, cell)
+        assert write.endswith(b"\n") and unread + len(write) <= cell
         if start + carried < len(out):
-            assert unread + len(write) == SERVER_READ  # more waits: filled up to the step
-        unread = (unread + len(write)) % SERVER_READ
+            assert unread + len(write) == cell  # more waits: filled up to the step
+        unread = (unread + len(write)) % cell
         received += write
         start += carried
     stamps = [float(line.split(b" ", 1)[0]) for line in received.splitlines()]

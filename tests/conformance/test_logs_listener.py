@@ -94,7 +94,8 @@ def test_daemon_burst_of_mixed_utf8_loses_nothing(upstream, tmp_path, slow, mss)
     """The burst of the issue: 20,000 lines of mixed text written at once into the FIFO.
     The listener decodes each 8 KiB read on its own; the daemon must get every line
     through (docs/protocols.md §11), also when the server reads late and its reads
-    fall anywhere (then it closes streams, and the daemon sends again)."""
+    fall anywhere: the writes keep every read of the server between two characters, so
+    it closes no stream (and if it did, the daemon would send again)."""
     with UpstreamServer(upstream, tmp_path, slow=slow, mss=mss) as server:
         burst_through_daemon(server, tmp_path)
 
@@ -122,6 +123,8 @@ def burst_through_daemon(server: UpstreamServer, tmp_path: Path) -> None:
     refused = [c for c in server.records("closed") if c["error"]]
     print(f"20,000 mixed lines: 0 lost, {duplicates} duplicates, "
           f"{len(refused)} streams closed by the server on an error")
+    assert not refused, refused[:3]
+    assert duplicates == 0
     assert {r["ts"] for r in server.records("log")} == {float(f"{now:.6f}")}
 
 

@@ -55,7 +55,8 @@ POLL_ERRORS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 POLL_CLOSED = select.POLLIN | getattr(select, "POLLRDHUP", 0x2000) | POLL_ERRORS
 
 
-def next_write(out: bytearray, start: int, midline: bool, room: int) -> Tuple[bytes, int]:
+def next_write(out: bytearray, start: int, midline: bool, room: int,
+               cell: int = SERVER_READ) -> Tuple[bytes, int]:
     """The next write to the server from ``out[start:]``, and how many bytes it carries.
 
     A WalT 10 server reads 8 KiB at a time and decodes each read alone: a
@@ -68,15 +69,20 @@ def next_write(out: bytearray, start: int, midline: bool, room: int) -> Tuple[by
     even one line fits: the caller then waits until the server has read
     everything (``QUIET``) and starts a new grid. A line longer than a read is
     cut between two characters (from a new grid); its last piece ends with it.
+
+    ``cell`` (a power of two, at most 8 KiB) makes the grid finer: with cells no
+    larger than a TCP segment, each write travels as one segment, so a server that
+    has caught up (its read ends where the data that has arrived ends) still ends
+    its reads on the grid, and the reads of 8 KiB that follow stay on it too.
     """
     left = len(out) - start
     if left <= room:
         return bytes(out[start:]), left
     end = out.rfind(b"\n", start, start + room) + 1
     if not end:
-        if room < SERVER_READ:
+        if room < cell:
             return b"", 0
-        end = start + SERVER_READ
+        end = start + cell
         while end > start + 1 and out[end] & 0xC0 == 0x80:  # 10xxxxxx continues a character
             end -= 1
         return bytes(out[start:end]), end - start
@@ -84,6 +90,12 @@ def next_write(out: bytearray, start: int, midline: bool, room: int) -> Tuple[by
     if midline:  # the end of a long line: its stamp went in an earlier write
         return write, end - start
     return _pad_stamp(write, start + room - end), end - start
+
+
+def grid_cell(mss: int) -> int:
+    """The largest power of two that fits in a segment of ``mss`` bytes, at most 8 KiB
+    (1024 on Ethernet, where segments carry 1448 bytes; 8 KiB on loopback)."""
+    return min(SERVER_READ, 1 << (max(mss, 64).bit_length() - 1))
 
 
 def segment_end(write: bytes, mss: int) -> int:
@@ -130,6 +142,7 @@ class Link:
         self.pending = b""        # the rest of a write the socket did not take at once
         self.midline = False      # ``out`` starts inside a line cut by the previous write
         self.mss = 65536          # the connection's segment size
+        self.cell = SERVER_READ   # the step of the write grid (see :func:`next_write`)
         self.last_write = 0.0
         self.unread = 0           # bytes written since the last step of the 8 KiB grid
         self.waiting_quiet = False  # the next line does not fit before the next step
@@ -362,6 +375,7 @@ class Forwarder:
         assert link.sock is not None
         link.connecting = False
         link.mss = tune_log_connection(link.sock, SEND_BUFFER)
+        link.cell = grid_cell(link.mss)
         link.unread = 0
         link.header_left = link.header
         link.written = 0
@@ -479,13 +493,13 @@ class Forwarder:
                     batch: List[bytes] = []
                     # as many writes as one segment holds (7 on loopback, 1 on Ethernet)
                     while taken < len(link.out) and \
-                            (len(batch) + 1) * SERVER_READ <= max(link.mss, SERVER_READ):
+                            (len(batch) + 1) * link.cell <= max(link.mss, link.cell):
                         write, carried = next_write(link.out, taken, link.midline,
-                                                    SERVER_READ - link.unread)
+                                                    link.cell - link.unread, link.cell)
                         if not carried:
                             break
                         link.midline = link.out[taken + carried - 1] != 0x0A
-                        link.unread = (link.unread + len(write)) % SERVER_READ
+                        link.unread = (link.unread + len(write)) % link.cell
                         batch.append(write)
                         taken += carried
                     if not batch:
