@@ -164,3 +164,35 @@ def test_connections_are_bounded_least_recently_used_idle_closed_first(tmp_path:
     # b (least recently used) was closed properly, with CLOSE, to make room for c
     assert server.wait_for(lambda r: server.closed_properly.get(2) is True, 5)
     forwarder.shutdown(2)
+
+
+def test_streams_holding_lines_are_bounded_and_new_ones_are_counted(tmp_path: Path,
+                                                                     caplog) -> None:
+    """Any local user can name new streams; each costs memory and spool files. Beyond
+    ``max_streams`` streams holding undelivered lines (server away), a new stream's
+    lines are dropped, counted and logged once; the streams held lose nothing, and
+    once they are delivered new streams are taken again."""
+    server = LogServer().start()
+    port = server.port
+    server.crash()
+    spool = Spool(tmp_path, "daemon").open()
+    forwarder = Forwarder(lambda: ("127.0.0.1", port), spool, max_streams=8,
+                          retry_min=0.01, retry_max=0.05)
+    try:
+        for n in range(20):
+            forwarder.add(f"user-{n}", b"1.0 line of %d\n2.0 more\n" % n)
+            forwarder.pump()
+        assert len(forwarder.links) == 8
+        assert forwarder.refused_lines == 12 * 2
+        assert len([r for r in caplog.records if "are dropped and counted" in r.message]) == 1
+        server = LogServer(port=port).start()
+        assert pump_until(forwarder, lambda: not forwarder.busy())
+        assert server.wait_for(lambda r: len(r) == 16, 5)
+        assert sorted(x.text for x in server.records() if x.text.startswith(b"line")) == \
+            sorted(b"line of %d" % n for n in range(8))
+        forwarder.add("late", b"3.0 taken again\n")
+        assert pump_until(forwarder, lambda: not forwarder.busy())
+        assert server.wait_for(lambda r: any(x.text == b"taken again" for x in r), 5)
+    finally:
+        spool.close()
+        server.crash()

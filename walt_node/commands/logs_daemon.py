@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="connections to the server open at once; when a stream needs "
                              "one more, the least recently used idle stream is closed "
                              "(default: %(default)s)")
+    parser.add_argument("--max-streams", type=int, default=4096, metavar="N",
+                        help="streams holding undelivered lines at once (in memory or in the "
+                             "spool); the lines of further new streams are dropped and counted "
+                             "until some are delivered (default: %(default)s)")
     parser.add_argument("--unpaced-writes", action="store_true",
                         help="write up to 1 MiB at once, without the precautions a WalT 10 "
                              "server needs (docs/protocols.md section 11): it closes streams "
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     config = DaemonConfig(fifo=args.fifo, spool_dir=args.spool_dir, spool_size=args.spool_size,
                           max_line=args.max_line, idle_close=args.idle_close,
                           resend_window=args.resend_window, max_connections=args.max_connections,
-                          paced=not args.unpaced_writes)
+                          max_streams=args.max_streams, paced=not args.unpaced_writes)
     try:
         daemon = LogsDaemon(config, server_address(args.server))
         return daemon.run()

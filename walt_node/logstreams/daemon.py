@@ -62,6 +62,7 @@ class DaemonConfig:
     max_line: int = DEFAULT_MAX_LINE
     idle_close: float = 30.0
     max_connections: int = 64
+    max_streams: int = 4096
     paced: bool = True
     resend_window: float = 0.25
     retry_max: float = 5.0
@@ -106,7 +107,8 @@ class LogsDaemon:
         self.config = config
         self.spool = Spool(config.spool_dir, "daemon", config.spool_size)
         self.forwarder = Forwarder(address, self.spool, idle_close=config.idle_close,
-                                   max_connections=config.max_connections, paced=config.paced,
+                                   max_connections=config.max_connections,
+                                   max_streams=config.max_streams, paced=config.paced,
                                    resend_window=config.resend_window, retry_max=config.retry_max)
         self.monitor = MonitorRequests(Paths.from_env())
         self.parser = FifoParser(config.max_line, report=self._report_malformed,
@@ -122,7 +124,7 @@ class LogsDaemon:
         self._stop_flag: Optional[StopFlag] = None
         self._ready: Callable[[], None] = lambda: self._notify("READY=1")
         self._reported_counts: Dict[str, int] = {}
-        self._reported_losses = (0, 0, 0)
+        self._reported_losses = (0, 0, 0, 0)
 
     # ------------------------------------------------------------ lifecycle
     def run(self, stop: Optional[StopFlag] = None, ready: Optional[Callable[[], None]] = None) -> int:
@@ -188,8 +190,9 @@ class LogsDaemon:
                 self._summarize()
                 next_summary = now + SUMMARY_PERIOD
             if now >= next_adopt:
-                if self.forwarder.spool and self.spool.adopt():
-                    self.forwarder.adopt_spool()
+                if self.forwarder.spool:
+                    self.spool.adopt()
+                    self.forwarder.adopt_spool()  # also streams left out by max_streams
                 next_adopt = now + ADOPT_PERIOD
             deadlines = [next_summary, next_adopt]
             if watchdog is not None:
@@ -290,8 +293,9 @@ class LogsDaemon:
                         "; ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())))
             self._reported_counts = counts
         losses = (self.spool.dropped_lines, self.forwarder.dropped_lines,
-                  self.forwarder.spool_failures)
+                  self.forwarder.refused_lines, self.forwarder.spool_failures)
         if losses != self._reported_losses:
             log.warning("log lines dropped so far: %d from the full spool, %d from memory (server "
-                        "unreachable and spool unusable); spool failures: %d", *losses)
+                        "unreachable and spool unusable), %d of new streams beyond "
+                        "--max-streams; spool failures: %d", *losses)
             self._reported_losses = losses

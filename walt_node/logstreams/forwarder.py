@@ -39,6 +39,7 @@ from walt_node.protocols import (
     unsent_bytes,
     untransmitted_bytes,
 )
+from walt_node.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,8 @@ class Link:
 
 class Forwarder:
     def __init__(self, address: Address, spool: Optional[Spool] = None, *,
-                 idle_close: float = 30.0, max_connections: int = 64, paced: bool = True,
+                 idle_close: float = 30.0, max_connections: int = 64, max_streams: int = 4096,
+                 paced: bool = True,
                  memory_limit: int = 8 * 1024 * 1024,
                  memory_total: int = 32 * 1024 * 1024,
                  resend_window: float = 0.25, retain_bytes: int = 2 * 1024 * 1024,
@@ -182,6 +184,7 @@ class Forwarder:
         self.spool = spool
         self.idle_close = idle_close
         self.max_connections = max(1, max_connections)
+        self.max_streams = max(1, max_streams)  # streams holding undelivered lines at once
         self.paced = paced
         self.memory_limit = memory_limit    # lines held in memory, per stream
         self.memory_total = memory_total    # ... and for all streams together
@@ -196,6 +199,7 @@ class Forwarder:
         self.delivered_connections = 0
         self.spool_failures = 0
         self.dropped_lines = 0              # lines dropped from memory, all streams
+        self.refused_lines = 0              # lines of new streams beyond ``max_streams``
         self._spool_trouble: Optional[str] = None  # the last spool error, until it works again
         self._address_error: Optional[str] = None
 
@@ -204,8 +208,34 @@ class Forwarder:
         """Queue complete protocol-form lines (``<ts> <text>\\n``...) for ``stream``."""
         link = self.links.get(stream)
         if link is None:
+            if len(self.links) >= self.max_streams and not self._forget_an_idle_stream():
+                self._refuse(stream, data)
+                return
             link = self.links[stream] = Link(stream, self.clock())
         link.tail += data
+
+    def _forget_an_idle_stream(self) -> bool:
+        """Close and forget the least recently used stream that holds nothing."""
+        idle = [link for link in self.links.values()
+                if not link.connecting and not link.has_memory_data() and not link.sent
+                and not self._spooled(link)]
+        if not idle:
+            return False
+        link = min(idle, key=lambda link: link.last_activity)
+        if link.sock is not None:
+            self._close_gracefully(link)
+        del self.links[link.stream]
+        return True
+
+    def _refuse(self, stream: str, data: bytes) -> None:
+        """Each stream costs memory and spool files, and any local user can name new
+        streams: beyond ``max_streams`` holding undelivered lines, a new stream's lines
+        are dropped and counted (streams already held keep everything)."""
+        if not self.refused_lines:
+            log.warning("%d streams already hold undelivered lines: the lines of new streams "
+                        "(first: %s) are dropped and counted until some are delivered",
+                        len(self.links), printable(stream[:80]))
+        self.refused_lines += data.count(b"\n")
 
     def adopt_spool(self) -> None:
         """Make sure every stream with spooled lines has a link delivering them."""
@@ -213,6 +243,8 @@ class Forwarder:
             return
         now = self.clock()
         for stream in self.spool.streams():
+            if len(self.links) >= self.max_streams:
+                return  # the others are adopted once some streams are delivered
             if stream not in self.links:
                 self.links[stream] = Link(stream, now)
 
