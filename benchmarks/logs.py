@@ -22,6 +22,9 @@ Side by side, on this machine, in one run:
   ``--breaking-check`` adds the same run with ``--unpaced-writes``: it must
   report lost lines (bounded by ``--breaking-timeout`` seconds, as it never
   gets through).
+- this tree's daemon against the same daemon at ``--baseline REV``, alternately
+  (by default the tree before the hostile-input bounds and the WalT 10
+  precautions): what they cost on the hot path.
 
 The server side is a counting server in this process: it receives in 1 MiB
 chunks and counts newlines (it is far faster than any daemon measured).
@@ -52,7 +55,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER_LINES = 3  # REQ_NEW_INCOMING_LOGS, stream, TIMESTAMPS_INSIDE
@@ -193,9 +196,10 @@ class Daemon:
                 self.proc.wait(5)
 
 
-def start_ours(work: Path, port: int, *extra: str, name: str = "walt-node (this)") -> Daemon:
-    root = work / ("ours" + "".join(extra).replace("-", "_"))
-    env = dict(os.environ, WALT_NODE_ROOT=str(root), PYTHONPATH=str(REPO))
+def start_ours(work: Path, port: int, *extra: str, name: str = "walt-node (this)",
+               repo: Path = REPO) -> Daemon:
+    root = work / ("ours" + "".join(extra).replace("-", "_") + ("" if repo == REPO else "_base"))
+    env = dict(os.environ, WALT_NODE_ROOT=str(root), PYTHONPATH=str(repo))
     proc = subprocess.Popen([sys.executable, "-m", "walt_node", "logs-daemon",
                              "--server", f"127.0.0.1:{port}", *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "ours.log", "ab"))
@@ -379,25 +383,55 @@ def api_benchmark(work: Path, server: CountingServer, calls: int, via_fifo: bool
 
 # --------------------------------------------------------------- report
 
-def paced_vs_unpaced(work: Path, server: CountingServer, data_file: Path, count: int) -> None:
-    """The cost of the WalT 10 precautions, to a server that reads fast: the daemon with
-    and without --unpaced-writes, alternately, three times each (medians)."""
-    runs: Dict[str, List[Result]] = {"paced": [], "unpaced": []}
+def alternately(server: CountingServer, data_file: Path, count: int,
+                starters: Dict[str, Callable[[], Daemon]]) -> Dict[str, Tuple[float, float]]:
+    """Each daemon variant in turn, three times each (so that a change of the machine's
+    load touches all of them alike): median lines/s and CPU s per million lines."""
+    runs: Dict[str, List[Result]] = {kind: [] for kind in starters}
     for _ in range(3):
-        for kind, extra in (("paced", ()), ("unpaced", ("--unpaced-writes",))):
-            daemon = start_ours(work, server.port, *extra)
+        for kind, start in starters.items():
+            daemon = start()
             try:
                 runs[kind].append(throughput(daemon, server, data_file, count, 120))
             finally:
                 daemon.stop()
-    medians = {kind: (sorted(r.lines_per_s or 0 for r in results)[1],
-                      sorted(r.cpu_per_million or 0 for r in results)[1])
-               for kind, results in runs.items()}
-    print("\npaced (default) vs --unpaced-writes (before), alternately, median of 3:")
+    return {kind: (sorted(r.lines_per_s or 0 for r in results)[1],
+                   sorted(r.cpu_per_million or 0 for r in results)[1])
+            for kind, results in runs.items()}
+
+
+def print_alternated(title: str, medians: Dict[str, Tuple[float, float]], target: str) -> None:
+    print(f"\n{title}, alternately, median of 3:")
     for kind, (rate, cpu) in medians.items():
         print(f"  {kind:10} {rate:>12,.0f} lines/s {cpu:>8.2f} CPU s / 1M lines")
-    print(f"  throughput ratio: {ratio(medians['paced'][0], medians['unpaced'][0])} "
-          "(target >= 0.9x)")
+    (first_rate, first_cpu), (second_rate, second_cpu) = medians.values()
+    print(f"  throughput ratio: {ratio(first_rate, second_rate)}, CPU per line ratio: "
+          f"{ratio(first_cpu, second_cpu)} ({target})")
+
+
+def paced_vs_unpaced(work: Path, server: CountingServer, data_file: Path, count: int) -> None:
+    """The cost of the WalT 10 precautions, to a server that reads fast."""
+    medians = alternately(server, data_file, count, {
+        "paced": lambda: start_ours(work, server.port),
+        "unpaced": lambda: start_ours(work, server.port, "--unpaced-writes")})
+    print_alternated("paced (default) vs --unpaced-writes (before)", medians,
+                     "target: throughput >= 0.9x")
+
+
+def against_baseline(work: Path, server: CountingServer, data_file: Path, count: int,
+                     revision: str) -> None:
+    """This tree's daemon against the same daemon at ``revision`` (for example the tree
+    before the bounds of issue 11 and the WalT 10 precautions), to a fast server."""
+    base = work / "baseline-tree"
+    base.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "walt_node"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+    medians = alternately(server, data_file, count, {
+        "this tree": lambda: start_ours(work, server.port),
+        revision: lambda: start_ours(work, server.port, repo=base)})
+    print_alternated(f"this tree vs {revision}", medians,
+                     "target: throughput >= 0.9x, the bounds cost nothing on the hot path")
 
 
 # ------------------------------------------------ against the real WalT 10 listener
@@ -514,6 +548,10 @@ def main() -> int:
     parser.add_argument("--breaking-check", action="store_true",
                         help="also send them with --unpaced-writes: must report lost lines")
     parser.add_argument("--breaking-timeout", type=float, default=120.0)
+    parser.add_argument("--baseline", default="2691bd3", metavar="REV",
+                        help="also run the daemon of this git revision alternately with this "
+                             "tree's, to a fast server (default: %(default)s, the tree before "
+                             "issues 9 and 11; '' to skip)")
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "walt-node-bench")
@@ -566,6 +604,8 @@ def main() -> int:
         results.insert(2, unpaced_result)
         print_table(results, args.lines, line_bytes)
         paced_vs_unpaced(work, server, data_file, args.lines)
+        if args.baseline:
+            against_baseline(work, server, data_file, args.lines, args.baseline)
         if args.conformance_lines:
             rows = [("walt-node (this)",
                      real_listener_run(work, args.conformance_lines, False, 3600))]
