@@ -118,6 +118,17 @@ def filesystem_locations(path: Path, tree: ast.AST) -> Iterator[tuple]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose \
                 and FILESYSTEM_PATH.match(node.value):
             yield node.lineno, f"names {node.value!r} (locations come from walt_node.paths.Paths)"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Paths" \
+                and (not node.args or _literal(node.args[0])):
+            yield node.lineno, "a Paths of a fixed root (the node's own names: walt_node.paths.NODE)"
+
+
+def _literal(node: ast.AST) -> bool:
+    """``"/"`` or ``Path("/")``: a root written in the code."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Path" \
+            and node.args:
+        node = node.args[0]
+    return isinstance(node, ast.Constant)
 
 
 def fact_reads(path: Path, tree: ast.AST) -> Iterator[tuple]:
@@ -180,6 +191,7 @@ open("/var/lib/walt/logs.fifo")
 ip = env["walt_server_ip"]
 def f(paths):
     return paths.proc_cmdline
+NODE = Paths("/")
 sys.stderr.write("x: error\\n")
 '''
 

@@ -25,7 +25,7 @@ from walt_node.install import InstallError
 from walt_node.install.environment import PythonEnv, check_python_env, data_dir
 from walt_node.install.installer import Installer
 from walt_node.install.plan import Target, build_plan, with_interpreter
-from walt_node.install.rootfs import ImageRoot
+from walt_node.paths import Paths
 
 WALT_NODE = str(Path(sys.prefix) / "bin" / "walt-node")  # the real command of this venv
 IMAGE_WALT_NODE = "/opt/walt-node/bin/walt-node"
@@ -223,7 +223,7 @@ def test_busybox_script_supervises_services_and_honours_kill_switches(tmp_path: 
     recorder.chmod(0o755)
     image = make_image(tmp_path / "image", init="busybox")
     target = Target("busybox", str(recorder), sys.executable, [])
-    Installer(ImageRoot(image), print).install(build_plan(target, data_dir()), "busybox", [])
+    Installer(Paths(image), print).install(build_plan(target, data_dir()), "busybox", [])
     etc_walt, pids = tmp_path / "etc-walt", tmp_path / "pids"
     etc_walt.mkdir()
     (etc_walt / "walt-nbd-swap.disabled").write_text("")  # the others: `walt-node services`
@@ -279,7 +279,7 @@ def test_python_scripts_get_the_environment_interpreter(tmp_path: Path) -> None:
     (data / "bin/walt-reboot").write_text("#!/bin/sh\nexec walt-node reboot\n")
     image = make_image(tmp_path / "image")
     target = Target("systemd", IMAGE_WALT_NODE, IMAGE_PYTHON, [])
-    Installer(ImageRoot(image), print).install(build_plan(target, data), "systemd", [])
+    Installer(Paths(image), print).install(build_plan(target, data), "systemd", [])
 
     blink = image / "bin/blink"
     assert blink.read_text() == f"#!{IMAGE_PYTHON}\nimport sys\n"
@@ -559,7 +559,7 @@ def install_old_layout(image: Path, tmp_path: Path) -> None:
         (data / "units" / name).write_text(
             f"[Unit]\nDescription={name}\n[Service]\n{exec_start}[Install]\nWantedBy=multi-user.target\n")
     target = Target("systemd", IMAGE_WALT_NODE, IMAGE_PYTHON, ["walt-node"])
-    Installer(ImageRoot(image), print).install(build_plan(target, data), "systemd", [])
+    Installer(Paths(image), print).install(build_plan(target, data), "systemd", [])
 
 
 def test_upgrade_from_one_unit_per_service_keeps_a_disabled_service_off(image: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from walt_node.cli import COMMANDS
 from walt_node.install.environment import data_dir
 from walt_node.install.installer import Installer
 from walt_node.install.plan import Target, build_plan
-from walt_node.install.rootfs import ImageRoot
+from walt_node.paths import Paths
 
 UNITS_DIR = Path(__file__).resolve().parent.parent / "units"
 UNIT_FILES = sorted(UNITS_DIR.glob("*.service"))
@@ -125,7 +125,7 @@ def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     target = Target("systemd", HOST_WALT_NODE, sys.executable, [])
-    Installer(ImageRoot(root), print).install(build_plan(target, data_dir()), "systemd", [])
+    Installer(Paths(root), print).install(build_plan(target, data_dir()), "systemd", [])
     installed = sorted((root / "etc/systemd/system").glob("*.service"))
     assert {p.name for p in installed} == EXPECTED
     done = subprocess.run(["systemd-analyze", "verify", *map(str, installed)],

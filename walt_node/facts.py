@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from walt_node.errors import WaltNodeError
-from walt_node.paths import Paths
+from walt_node.paths import NODE, Paths
 
 DEFAULT_RPC_PORT = 12345
 DEFAULT_LOGS_PORT = 12347
@@ -308,7 +308,7 @@ class NodeFacts:
         kernel = self.paths.kernel_hostname
         sources: List[Source] = [self._env_source("walt_node_hostname"),
                                  (f"the kernel ({kernel})", read(kernel))]
-        if self.paths.root == Paths().root:
+        if self.paths.root == NODE.root:  # a real node, not a tree below a root
             sources.append(("the kernel (uname)", socket.gethostname))
         else:
             sources.append((str(self.paths.etc_hostname), read(self.paths.etc_hostname)))

@@ -249,3 +249,14 @@ def open_for_append(path: Union[str, Path]) -> IO[str]:
         raise UnsafeFile(errno.EPERM, f"{path} {problem}: remove it or choose another path")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's content, in hex (to tell whether a file is still as written)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()

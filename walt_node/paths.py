@@ -1,16 +1,25 @@
 """Every filesystem location walt-node touches, built from one root.
 
 Tests and `walt-node demo` point ``WALT_NODE_ROOT`` (or ``Paths(root=...)``)
-at a temporary directory; on a node the root is ``/``.  Live process
-interfaces (``/proc/<pid>``, ``/dev/pts``) are not part of this object: they
-always refer to the running kernel.
+at a temporary directory; on a node the root is ``/``; `walt-node setup
+--prefix ROOT` points it at an image tree.  Live process interfaces
+(``/proc/<pid>``, ``/dev/pts``) are not part of this object: they always
+refer to the running kernel.
+
+An image tree often holds absolute symlinks (``/bin -> /usr/bin`` on older
+layouts, ``/etc/alternatives/...``); followed naively from outside they lead
+out of the root and onto the build machine. :meth:`Paths.inside` and
+:meth:`Paths.followed` resolve a location like a chroot would: an absolute
+link target restarts at the root and ``..`` never climbs above it.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Mapping, Optional, Tuple, Union
+from pathlib import Path, PurePosixPath
+from typing import List, Mapping, Optional, Tuple, Union
+
+from walt_node.errors import WaltNodeError
 
 ROOT_ENV_VAR = "WALT_NODE_ROOT"
 LIVE_PROC = Path("/proc")
@@ -23,6 +32,11 @@ def live_process_file(pid: int, name: str) -> Path:
 
 
 WALT_ROOTFS_OVERLAY = "/run/walt/rootfs"
+MAX_SYMLINK_HOPS = 40
+
+
+class SymlinkLoop(WaltNodeError):
+    pass
 
 
 class Paths:
@@ -51,6 +65,49 @@ class Paths:
     def under(self, absolute: str) -> Path:
         """Map an absolute node path (``/etc/x``) below the root."""
         return self.root / absolute.lstrip("/")
+
+    # --- a location as the node (or the image, from inside) names it ---
+    def inside(self, node_path: Union[str, Path]) -> Path:
+        """Where ``node_path`` is below the root, its directories' symlinks followed the
+        way a chroot would (never out of the root); its last component is not followed."""
+        parts = _components(node_path)
+        if not parts:
+            return self._absolute_root()
+        return self._resolve_dirs(parts[:-1]) / parts[-1]
+
+    def followed(self, node_path: Union[str, Path]) -> Path:
+        """Like :meth:`inside`, with the last component followed too."""
+        return self._resolve_dirs(_components(node_path))
+
+    def as_node(self, path: Path) -> str:
+        """The node's name for ``path``, a location below the root (inverse of :meth:`inside`)."""
+        relative = Path(os.path.abspath(path)).relative_to(self._absolute_root())
+        return "/" + relative.as_posix() if str(relative) != "." else "/"
+
+    def _absolute_root(self) -> Path:
+        return Path(os.path.abspath(self.root))
+
+    def _resolve_dirs(self, parts: List[str]) -> Path:
+        root = current = self._absolute_root()
+        pending = list(parts)
+        hops = 0
+        while pending:
+            name = pending.pop(0)
+            if name == "..":
+                current = current.parent if current != root else root
+                continue
+            candidate = current / name
+            if not candidate.is_symlink():
+                current = candidate
+                continue
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise SymlinkLoop(f"too many levels of symbolic links below {root} at {candidate}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            pending = _components(target) + pending
+        return current
 
     # --- platform facts (docs/protocols.md §1) ---
     @property
@@ -322,4 +379,23 @@ class Paths:
     def var_lib_walt_node(self) -> Path:
         """walt-node's own persistent state (install manifest, backups)."""
         return self.under("/var/lib/walt-node")
+
+    @property
+    def install_manifest(self) -> Path:
+        """What `walt-node setup` installed in this image, to update or uninstall it exactly."""
+        return self.var_lib_walt_node / "install-manifest.json"
+
+    @property
+    def install_backups(self) -> Path:
+        """The image's own files that `walt-node setup --force` replaced, kept for uninstall."""
+        return self.var_lib_walt_node / "backup"
+
+
+def _components(path: Union[str, Path]) -> List[str]:
+    return [part for part in PurePosixPath(path).parts if part not in ("/", ".", "")]
+
+
+# Locations as a node names them (root "/"): what goes into links, units and the
+# install manifest of an image, whatever root the image tree is seen from.
+NODE = Paths("/")
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 from walt_node import runner
 from walt_node.bounds import Deadline, DeadlineExceeded
 from walt_node.errors import WaltNodeError
-from walt_node.paths import WALT_ROOTFS_OVERLAY, Paths
+from walt_node.paths import NODE, WALT_ROOTFS_OVERLAY, Paths
 
 EXPORT_NAME = "swap-16G"
 OVERLAY_SIZE = "8G"
@@ -149,7 +149,7 @@ def free_nbd_device(paths: Paths) -> Optional[str]:
 
     for block in sorted(paths.sys_block.glob("nbd*"), key=number):
         if not (block / "pid").exists():
-            return str(Paths().device(block.name))  # as the node names it (nbd-client argument)
+            return str(NODE.device(block.name))  # as the node names it (nbd-client argument)
     return None
 
 

@@ -112,14 +112,13 @@ def _say(text: str) -> None:
 
 
 def _image(args: argparse.Namespace):
-    from walt_node.install.rootfs import ImageRoot
     from walt_node.paths import Paths
 
     # Without --prefix: this system (its root is WALT_NODE_ROOT when set, as for every command).
     root = Path(args.prefix) if args.prefix else Paths.from_env().root
     if not root.is_dir():
         raise InstallError(f"--prefix {args.prefix}: no such directory (give the root of the image tree)")
-    return ImageRoot(root)
+    return Paths(os.path.abspath(root))
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -149,7 +148,7 @@ def _install(args: argparse.Namespace) -> int:
         init=init,
         walt_node=walt_node,
         interpreter=environment.interpreter_of(image, walt_node, python.executable),
-        available_commands=[c for c in COMMANDS if image.host_followed(f"{scripts_dir}/{c}").exists()],
+        available_commands=[c for c in COMMANDS if image.followed(f"{scripts_dir}/{c}").exists()],
         unit_dir=unit_dir,
     )
     plan = build_plan(target, environment.data_dir())
@@ -250,7 +249,7 @@ def _check_templates(image, templates: List[str]) -> None:
     for path in templates:
         if not path.startswith("/"):
             raise InstallError(f"--spec-template {path}: give the absolute path of the file inside the image")
-        if not image.host_followed(path).is_file():
+        if not image.followed(path).is_file():
             raise InstallError(f"--spec-template {path}: no such file in the image; create it first")
 
 

@@ -19,7 +19,7 @@ from walt_node.imagecheck.boot import BootCheck, ModelBoot, check_boot
 from walt_node.imagecheck.kernel import MODULE_OF_OPTION, KernelConfig, find_config, module_present
 from walt_node.imagecheck.system import ImageSystem
 from walt_node.imagecheck.tree import ImageTree, PathProblem
-from walt_node.paths import Paths
+from walt_node.paths import NODE
 
 PASSES, MISSING, CANNOT_TELL = "passes", "missing", "cannot tell"
 LABEL_MODELS = "walt.node.models"
@@ -44,7 +44,7 @@ WALT_NODE_RC_SCRIPT = "walt-node"
 REBOOT_HOOKS = ("/bin/walt-network-reboot", "/bin/walt-reboot", "/bin/walt-hybrid-reboot")
 IMAGE_SHELL_SCRIPTS = ("/bin/walt-image-shell-start", "/bin/walt-image-shell-shutdown")
 PTP_DOMAIN = "42"
-TIMESYNCD_DROPIN = str(Paths("/").timesyncd_dropin)  # what walt-node setup --time-sync ntp writes
+TIMESYNCD_DROPIN = str(NODE.timesyncd_dropin)  # what walt-node setup --time-sync ntp writes
 
 
 @dataclass

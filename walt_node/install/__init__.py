@@ -1,6 +1,7 @@
 """Installation of walt-node into a node image (`walt-node setup`).
 
-- :mod:`.rootfs`: reach a path of the image from the host, as the image sees it;
+- the image's locations come from :class:`walt_node.paths.Paths` rooted at the image
+  (``--prefix``); ``Paths.inside``/``Paths.followed`` resolve them like a chroot;
 - :mod:`.environment`: which Python and walt-node executable, which init system;
 - :mod:`.plan`: the files, links and directories an installation consists of;
 - :mod:`.imagespec`: merging template paths into ``/etc/walt/image.spec``;

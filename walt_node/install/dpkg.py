@@ -8,28 +8,27 @@ from __future__ import annotations
 
 from typing import Dict, Set
 
-from walt_node.install.plan import NODE
-from walt_node.install.rootfs import ImageRoot
+from walt_node.paths import NODE, Paths
 
 PACKAGE = "walt-node"
 PACKAGE_WALT_NODE = str(NODE.usr_bin / "walt-node")
 
 
-def package_files(image: ImageRoot) -> Set[str]:
+def package_files(image: Paths) -> Set[str]:
     """Paths dpkg records as installed by the package walt-node (empty if it is not installed)."""
-    listing = image.host(f"{NODE.dpkg_info}/{PACKAGE}.list")
+    listing = image.inside(f"{NODE.dpkg_info}/{PACKAGE}.list")
     if not listing.is_file():
         return set()
     return {line for line in listing.read_text(errors="replace").splitlines() if line.startswith("/")}
 
 
-def package_installed(image: ImageRoot) -> bool:
+def package_installed(image: Paths) -> bool:
     return PACKAGE_WALT_NODE in package_files(image)
 
 
-def diversions(image: ImageRoot) -> Dict[str, str]:
+def diversions(image: Paths) -> Dict[str, str]:
     """path -> diverted-to path, for the diversions the package walt-node holds."""
-    database = image.host(str(NODE.dpkg_diversions))
+    database = image.inside(str(NODE.dpkg_diversions))
     if not database.is_file():
         return {}
     lines = database.read_text(errors="replace").splitlines()

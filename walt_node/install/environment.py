@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from walt_node.install import INSTALL_COMMANDS, WHEEL_HINT, InstallError
-from walt_node.install.rootfs import ImageRoot
-from walt_node.paths import Paths
-
-NODE = Paths("/")  # locations as the image sees them; ImageRoot maps them below --prefix
+from walt_node.paths import NODE, Paths
 
 SYSTEMD_BINARIES = tuple(str(path) for path in NODE.systemd_binaries)
 INIT_SYSTEMS = ("systemd", "busybox")
@@ -78,10 +75,10 @@ def default_walt_node(env: PythonEnv) -> str:
     )
 
 
-def check_walt_node(image: ImageRoot, walt_node: str) -> None:
+def check_walt_node(image: Paths, walt_node: str) -> None:
     if not os.path.isabs(walt_node):
         raise InstallError(f"--walt-node must be an absolute path inside the image, not '{walt_node}'")
-    host = image.host_followed(walt_node)
+    host = image.followed(walt_node)
     if not (host.is_file() and os.access(host, os.X_OK)):
         raise InstallError(
             f"the services would run {walt_node}, but there is no such executable inside "
@@ -91,10 +88,10 @@ def check_walt_node(image: ImageRoot, walt_node: str) -> None:
         )
 
 
-def interpreter_of(image: ImageRoot, walt_node: str, fallback: str) -> str:
+def interpreter_of(image: Paths, walt_node: str, fallback: str) -> str:
     """The Python that walt-node's own launcher uses (its shebang), for our scripts."""
     try:
-        with open(image.host_followed(walt_node), "rb") as stream:
+        with open(image.followed(walt_node), "rb") as stream:
             first = stream.readline(4096).decode(errors="replace").strip()
     except OSError:
         return fallback
@@ -103,14 +100,14 @@ def interpreter_of(image: ImageRoot, walt_node: str, fallback: str) -> str:
     return fallback
 
 
-def detect_init(image: ImageRoot) -> str:
+def detect_init(image: Paths) -> str:
     """'systemd' or 'busybox', from what the image holds."""
-    if any(image.host_followed(path).exists() for path in SYSTEMD_BINARIES):
+    if any(image.followed(path).exists() for path in SYSTEMD_BINARIES):
         return "systemd"
-    init = image.host(str(NODE.sbin_init))
+    init = image.inside(str(NODE.sbin_init))
     if init.is_symlink() and os.path.basename(os.readlink(init)) == "busybox":
         return "busybox"
-    if image.host_followed(str(NODE.busybox)).exists() and not init.exists():
+    if image.followed(str(NODE.busybox)).exists() and not init.exists():
         return "busybox"
     raise InstallError(
         f"cannot tell the init system of {image.root}: no systemd binary "
@@ -119,9 +116,9 @@ def detect_init(image: ImageRoot) -> str:
     )
 
 
-def systemd_running(image: ImageRoot, prefix_given: bool) -> bool:
+def systemd_running(image: Paths, prefix_given: bool) -> bool:
     """True when setup targets the running system and systemd manages it."""
-    return not prefix_given and image.host(str(NODE.run_systemd_system)).is_dir()
+    return not prefix_given and image.inside(str(NODE.run_systemd_system)).is_dir()
 
 
 def data_dir() -> Path:
@@ -130,7 +127,7 @@ def data_dir() -> Path:
 
 
 
-def check_logs_daemon_args(image: ImageRoot) -> None:
+def check_logs_daemon_args(image: Paths) -> None:
     """DAEMON_ARGS of /etc/default/walt-logs (or /etc/sysconfig/walt-logs) must suit walt-logs-daemon.
 
     The walt-logs unit passes them on, as upstream walt-node's unit did, so an
@@ -139,7 +136,7 @@ def check_logs_daemon_args(image: ImageRoot) -> None:
     """
     for path in NODE.logs_daemon_environment:
         try:
-            text = image.host_followed(str(path)).read_text(errors="replace")
+            text = image.followed(str(path)).read_text(errors="replace")
         except FileNotFoundError:
             continue
         except OSError as error:

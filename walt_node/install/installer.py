@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from walt_node import __version__
-from walt_node.files import remove_leftover_temporaries, symlink_atomically, write_atomically
+from walt_node.files import remove_leftover_temporaries, sha256_of, symlink_atomically, write_atomically
 from walt_node.install import InstallError, imagespec, upstream
-from walt_node.install.plan import NODE, Item, Plan
-from walt_node.install.rootfs import ImageRoot, sha256_of
+from walt_node.install.plan import Item, Plan
+from walt_node.paths import NODE, Paths
 from walt_node.service import RESIDENT_SERVICES
 
-MANIFEST = str(NODE.var_lib_walt_node / "install-manifest.json")
-BACKUP_DIR = str(NODE.var_lib_walt_node / "backup")
+MANIFEST = str(NODE.install_manifest)
+BACKUP_DIR = str(NODE.install_backups)
 IMAGE_SPEC = str(NODE.image_spec)
 LOG_FIFO = str(NODE.logs_fifo)
 
@@ -54,8 +54,8 @@ class Manifest:
     image_spec: Optional[Dict[str, Any]] = None
 
     @classmethod
-    def load(cls, image: ImageRoot) -> Optional[Manifest]:
-        host = image.host(MANIFEST)
+    def load(cls, image: Paths) -> Optional[Manifest]:
+        host = image.inside(MANIFEST)
         if not host.exists():
             return None
         try:
@@ -88,7 +88,7 @@ class Outcome:
 
 
 class Installer:
-    def __init__(self, image: ImageRoot, say: Say, force: bool = False, dry_run: bool = False):
+    def __init__(self, image: Paths, say: Say, force: bool = False, dry_run: bool = False):
         self.image = image
         self.say = say
         self.force = force
@@ -115,14 +115,14 @@ class Installer:
 
     def _install(self, plan: Plan, init: str, templates: List[str]) -> Outcome:
         manifest = Manifest.load(self.image) or Manifest()
-        self.saved = manifest.serialized() if self.image.exists(MANIFEST) else b""
+        self.saved = manifest.serialized() if os.path.lexists(self.image.inside(MANIFEST)) else b""
         actions = self._classify(plan, manifest)
         planned = {item.path for item in plan.items}
         stale = [path for path in manifest.entries if path not in planned]
         unit_dirs = sorted({os.path.dirname(item.path) for item in plan.items if item.unit})
         retired = [path for path in upstream.installed_paths(self.image, unit_dirs) if path not in planned]
         self._refuse_conflicts(actions)
-        spec_missing = imagespec.missing_templates(self.image.host(IMAGE_SPEC), templates)
+        spec_missing = imagespec.missing_templates(self.image.inside(IMAGE_SPEC), templates)
         outcome = Outcome(units=plan.units)
         if self.dry_run:
             self._describe(actions, stale + retired, spec_missing, outcome)
@@ -132,9 +132,9 @@ class Installer:
             self._remove_entry(manifest, path, outcome)
         self._drop_spec_templates(manifest, stale, outcome)
         for path in retired:
-            _delete(self.image.host(path))
+            _delete(self.image.inside(path))
             outcome.changed.append(f"removed upstream walt-node's {path}")
-        remove_leftover_temporaries(self.image.host(MANIFEST))  # of a setup killed while saving it
+        remove_leftover_temporaries(self.image.inside(MANIFEST))  # of a setup killed while saving it
         for item, action in actions:
             if action == "skip":
                 self.say(f"kept the image's own {item.path} (--force replaces it, keeping a backup)")
@@ -150,7 +150,7 @@ class Installer:
     def _classify(self, plan: Plan, manifest: Manifest) -> List[tuple]:
         actions = []
         for item in plan.items:
-            host = self.image.host(item.path)
+            host = self.image.inside(item.path)
             record = manifest.entries.get(item.path)
             if _matches(item, host):
                 # identical to ours already (same venv upgraded by pip): ours from now on
@@ -189,7 +189,7 @@ class Installer:
             outcome.changed.append(f"would add {', '.join(spec)} to the templates of {IMAGE_SPEC}")
 
     def _write(self, item: Item, action: str, manifest: Manifest, outcome: Outcome) -> None:
-        host = self.image.host(item.path)
+        host = self.image.inside(item.path)
         self._make_parents(host.parent, manifest)
         record = manifest.entries.get(item.path, {"path": item.path, "kind": item.kind, "backup": None})
         manifest.entries[item.path] = record
@@ -220,29 +220,29 @@ class Installer:
         while not host_dir.exists() and host_dir != self.image.root:
             missing.append(host_dir)
             host_dir = host_dir.parent
-        journal_dir = self.image.host(MANIFEST).parent
+        journal_dir = self.image.inside(MANIFEST).parent
         for directory in reversed(missing):
-            manifest.created_dirs.append(self.image.node(directory))
+            manifest.created_dirs.append(self.image.as_node(directory))
             if directory != journal_dir and directory not in journal_dir.parents:
                 self._save(manifest)  # (the journal's own directories come before any journal)
             os.mkdir(directory, 0o755)
 
     def _back_up(self, path: str, manifest: Manifest) -> str:
         backup = BACKUP_DIR + path
-        host_backup = self.image.host(backup)
+        host_backup = self.image.inside(backup)
         self._make_parents(host_backup.parent, manifest)
         if os.path.lexists(host_backup):
             raise InstallError(f"a backup of {path} already exists at {host_backup}; move it away first")
         manifest.entries[path]["backup"] = backup
         self._save(manifest)
-        os.replace(self.image.host(path), host_backup)
+        os.replace(self.image.inside(path), host_backup)
         self.say(f"kept the image's own {path} as {backup}")
         return backup
 
     def _merge_spec(self, manifest: Manifest, missing: List[str], outcome: Outcome) -> None:
         if not missing:
             return
-        spec = self.image.host(IMAGE_SPEC)
+        spec = self.image.inside(IMAGE_SPEC)
         record = manifest.image_spec or {"templates": [], "created": not spec.exists(), "original": None}
         if spec.exists() and record["original"] is None and not record["templates"]:
             record["original"] = spec.read_text()  # restored as-is by --uninstall
@@ -267,7 +267,7 @@ class Installer:
             self._restore_spec(manifest, outcome)
             manifest.image_spec = None
         else:
-            spec = self.image.host(IMAGE_SPEC)
+            spec = self.image.inside(IMAGE_SPEC)
             imagespec.remove_templates(spec, gone, created=False)
             record.update(templates=kept, sha256=sha256_of(spec))
             outcome.changed.append(f"removed {', '.join(gone)} from {IMAGE_SPEC}")
@@ -275,7 +275,7 @@ class Installer:
 
     def _save(self, manifest: Manifest) -> None:
         """Write the manifest if it changed since last saved (or loaded)."""
-        host = self.image.host(MANIFEST)
+        host = self.image.inside(MANIFEST)
         self._make_parents(host.parent, manifest)
         content = manifest.serialized()  # after _make_parents: it may have grown created_dirs
         if content == self.saved:
@@ -303,8 +303,8 @@ class Installer:
         for path in reversed(list(manifest.entries)):
             self._remove_entry(manifest, path, outcome)
         self._restore_spec(manifest, outcome)
-        _delete(self.image.host(MANIFEST))
-        remove_leftover_temporaries(self.image.host(MANIFEST))
+        _delete(self.image.inside(MANIFEST))
+        remove_leftover_temporaries(self.image.inside(MANIFEST))
         for directory in sorted(manifest.created_dirs, key=lambda d: d.count("/"), reverse=True):
             self._remove_dir_if_empty(directory)
         return outcome
@@ -312,7 +312,7 @@ class Installer:
     def _remove_unborn_journal(self) -> None:
         """What a setup killed before its first manifest was saved left: that manifest's
         temporary file and directory (the manifest's parents, e.g. /var/lib, are the image's)."""
-        journal = self.image.host(MANIFEST)
+        journal = self.image.inside(MANIFEST)
         remove_leftover_temporaries(journal)
         try:
             journal.parent.rmdir()
@@ -345,8 +345,8 @@ class Installer:
                     self._give_to_package(manifest.entries.pop(path), diversions.get(path), outcome)
                 else:
                     self._remove_entry(manifest, path, outcome)
-            _delete(self.image.host(MANIFEST))
-            remove_leftover_temporaries(self.image.host(MANIFEST))
+            _delete(self.image.inside(MANIFEST))
+            remove_leftover_temporaries(self.image.inside(MANIFEST))
             for directory in sorted(manifest.created_dirs, key=lambda d: d.count("/"), reverse=True):
                 if directory not in package_files:
                     self._remove_dir_if_empty(directory)
@@ -354,7 +354,7 @@ class Installer:
                 templates = ", ".join(manifest.image_spec["templates"])
                 self.say(f"kept {templates} in the templates of {IMAGE_SPEC}")
         for path in upstream.installed_paths(self.image, []):
-            _delete(self.image.host(path))
+            _delete(self.image.inside(path))
             outcome.changed.append(f"removed upstream walt-node's {path}")
             if path.endswith(f"/system/{upstream.UNIT}"):
                 outcome.units.append(upstream.UNIT)
@@ -365,12 +365,12 @@ class Installer:
         outcome.changed.append(f"{path} belongs to the Debian package now")
         if diverted is None:
             return
-        host = self.image.host(diverted)
+        host = self.image.inside(diverted)
         if os.path.lexists(host) and _unmodified(record, host):
             _delete(host)  # setup's copy, moved aside by dpkg-divert
         backup = record.get("backup")
         if backup and not os.path.lexists(host):
-            os.replace(self.image.host(backup), host)
+            os.replace(self.image.inside(backup), host)
             outcome.changed.append(f"the image's own {path} is kept as {diverted}: removing the package "
                                    "puts it back")
 
@@ -379,7 +379,7 @@ class Installer:
 
         Other runtime files there (the spool of unsent logs) are data: they stay.
         """
-        fifo = self.image.host(LOG_FIFO)
+        fifo = self.image.inside(LOG_FIFO)
         if fifo.is_fifo():
             fifo.unlink()
             outcome.changed.append(f"removed {LOG_FIFO} (walt-log-echo sends over TCP again)")
@@ -394,9 +394,9 @@ class Installer:
             links = [other for other in manifest.entries
                      if ".wants/" in other and os.path.basename(other) == os.path.basename(path)]
             switch = str(NODE.kill_switch(name))
-            if links and not any(os.path.lexists(self.image.host(link)) for link in links) \
-                    and not self.image.exists(switch):
-                host = self.image.host(switch)
+            if links and not any(os.path.lexists(self.image.inside(link)) for link in links) \
+                    and not os.path.lexists(self.image.inside(switch)):
+                host = self.image.inside(switch)
                 host.parent.mkdir(parents=True, exist_ok=True)
                 write_atomically(host, b"", 0o644)
                 outcome.changed.append(f"created {switch}: {name} was disabled, it now runs in "
@@ -404,7 +404,7 @@ class Installer:
 
     def _remove_entry(self, manifest: Manifest, path: str, outcome: Outcome) -> None:
         record = manifest.entries.pop(path)
-        host = self.image.host(path)
+        host = self.image.inside(path)
         remove_leftover_temporaries(host)
         if record["kind"] == "dir":
             if not self._remove_dir_if_empty(path):
@@ -420,12 +420,12 @@ class Installer:
             outcome.units_removed.append(path.rsplit("/", 1)[1])
         backup = record.get("backup")
         # the backup may not exist: setup was killed before it moved the original there
-        if backup and not os.path.lexists(host) and os.path.lexists(self.image.host(backup)):
-            os.replace(self.image.host(backup), host)
+        if backup and not os.path.lexists(host) and os.path.lexists(self.image.inside(backup)):
+            os.replace(self.image.inside(backup), host)
             outcome.changed.append(f"restored the image's own {path}")
 
     def _remove_dir_if_empty(self, path: str) -> bool:
-        host = self.image.host(path)
+        host = self.image.inside(path)
         try:
             os.rmdir(host)
         except FileNotFoundError:
@@ -439,7 +439,7 @@ class Installer:
         record = manifest.image_spec
         if not record:
             return
-        spec = self.image.host(IMAGE_SPEC)
+        spec = self.image.inside(IMAGE_SPEC)
         if spec.exists() and sha256_of(spec) == record.get("sha256"):
             # untouched since we merged: give back the exact original bytes
             if record["created"]:

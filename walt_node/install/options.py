@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from walt_node.install import InstallError
-from walt_node.install.plan import NODE, Item, Plan, Target, wanted_by_targets
-from walt_node.install.rootfs import ImageRoot
+from walt_node.install.plan import Item, Plan, Target, wanted_by_targets
+from walt_node.paths import NODE, Paths
 
 TIME_SYNC_CHOICES = ("ptp", "ntp", "none")
 PTP_UNIT = "walt-ptp.service"
@@ -44,20 +44,20 @@ class Options:
     templates: List[str] = field(default_factory=list)  # files the server must fill in
 
 
-def previous_options(image: ImageRoot, installed: Dict[str, dict]) -> Options:
+def previous_options(image: Paths, installed: Dict[str, dict]) -> Options:
     """The options an earlier setup installed (``installed``: its manifest entries)."""
     options = Options()
     if any(path.endswith(f"/{PTP_UNIT}") for path in installed):
         options.time_sync = "ptp"
     elif TIMESYNCD_DROPIN in installed:
         options.time_sync = "ntp"
-    if CPUINFO in installed and image.host(CPUINFO).is_file():
-        options.cpuinfo = image.host(CPUINFO).read_bytes()
+    if CPUINFO in installed and image.inside(CPUINFO).is_file():
+        options.cpuinfo = image.inside(CPUINFO).read_bytes()
     options.image_shell = all(path in installed for path in IMAGE_SHELL_SCRIPTS)
     return options
 
 
-def add_options(plan: Plan, target: Target, options: Options, image: ImageRoot, data: Path) -> None:
+def add_options(plan: Plan, target: Target, options: Options, image: Paths, data: Path) -> None:
     optional = data / "optional"
     needs_systemd = [name for name, wanted in (("--time-sync", options.time_sync != "none"),
                                                ("--image-shell", options.image_shell)) if wanted]
@@ -79,7 +79,7 @@ def add_options(plan: Plan, target: Target, options: Options, image: ImageRoot, 
             plan.items.append(Item(path, "file", script.read_bytes(), 0o755))
 
 
-def _add_ptp(plan: Plan, target: Target, image: ImageRoot, optional: Path) -> None:
+def _add_ptp(plan: Plan, target: Target, image: Paths, optional: Path) -> None:
     _require(image, PTP4L, "--time-sync ptp uses linuxptp's ptp4l: apt-get install linuxptp "
                            "in the image")
     text = (optional / PTP_UNIT).read_text().replace("@WALT_NODE@", target.walt_node)
@@ -91,6 +91,6 @@ def _add_ptp(plan: Plan, target: Target, image: ImageRoot, optional: Path) -> No
                                target=unit_path))
 
 
-def _require(image: ImageRoot, path: str, hint: str) -> None:
-    if not image.host_followed(path).exists():
+def _require(image: Paths, path: str, hint: str) -> None:
+    if not image.followed(path).exists():
         raise InstallError(f"{path} is not in the image: {hint}")

@@ -18,7 +18,8 @@ from typing import List, Optional
 
 from walt_node.install.dpkg import PACKAGE_WALT_NODE
 from walt_node.install.environment import data_dir
-from walt_node.install.plan import NODE, Item, Target, build_plan
+from walt_node.install.plan import Item, Target, build_plan
+from walt_node.paths import NODE
 
 # What the packaged services and scripts run: Debian's python3 and the package's walt-node.
 PACKAGE_PYTHON = str(NODE.usr_bin / "python3")

@@ -7,16 +7,15 @@ from typing import Callable, List
 
 from walt_node import runner
 from walt_node.install import InstallError
-from walt_node.install.rootfs import ImageRoot
-from walt_node.paths import Paths
+from walt_node.paths import NODE, Paths
 
 # Programs behind the optional services: LLDP reporting, NBD swap, kexec reboots.
 PACKAGES = ("lldpd", "nbd-client", "kexec-tools")
 APT_TIMEOUT = 900.0
 
 
-def apt_command(image: ImageRoot, in_prefix: bool) -> List[str]:
-    if not image.host_followed(str(Paths("/").apt_get)).exists():
+def apt_command(image: Paths, in_prefix: bool) -> List[str]:
+    if not image.followed(NODE.apt_get).exists():
         raise InstallError(
             "--install-packages works on Debian-based images (apt-get) only; install "
             + ", ".join(PACKAGES) + " with the image's own package manager"
@@ -26,7 +25,7 @@ def apt_command(image: ImageRoot, in_prefix: bool) -> List[str]:
     return ["chroot", str(image.root), *argv] if in_prefix else argv
 
 
-def install(image: ImageRoot, in_prefix: bool, dry_run: bool, say: Callable[[str], None]) -> None:
+def install(image: Paths, in_prefix: bool, dry_run: bool, say: Callable[[str], None]) -> None:
     argv = apt_command(image, in_prefix)
     if dry_run:
         say("would run: " + " ".join(argv))

@@ -15,10 +15,8 @@ from typing import List
 from walt_node import commands
 from walt_node.commands import legacy_names
 from walt_node.install import InstallError
-from walt_node.paths import Paths
+from walt_node.paths import NODE  # plan items name locations as the image sees them
 
-# Paths as the image sees them (root "/"); ImageRoot maps them below --prefix.
-NODE = Paths(Path("/"))
 WALT_NODE_PLACEHOLDER = "@WALT_NODE@"
 SYSTEMD_UNIT_DIR = str(NODE.systemd_system)
 BUSYBOX_INIT_SCRIPT = str(NODE.init_d / "S90walt-node")

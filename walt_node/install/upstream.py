@@ -26,8 +26,7 @@ import re
 from pathlib import PurePosixPath
 from typing import List, Optional
 
-from walt_node.install.plan import NODE
-from walt_node.install.rootfs import ImageRoot
+from walt_node.paths import NODE, Paths
 
 UNIT = "walt-logs.service"
 LINK_DIR = str(NODE.usr_local_bin)
@@ -45,7 +44,7 @@ _UPSTREAM_OLD_MONITOR = re.compile(r"^\. walt-log-monitor \"\$@\"$", re.M)
 _WALT_PYTHON3 = re.compile(r"#!/bin/sh\nexec (\S+)/python3 \"\$@\"\n")
 
 
-def is_upstream_unit(image: ImageRoot, path: str) -> bool:
+def is_upstream_unit(image: Paths, path: str) -> bool:
     """Is the unit file at ``path`` upstream's walt-logs.service (edited or not)?"""
     text = _read(image, path)
     if text is None or PurePosixPath(path).name != UNIT:
@@ -55,10 +54,10 @@ def is_upstream_unit(image: ImageRoot, path: str) -> bool:
             and UNIT_ENVIRONMENT_FILE in service.get("EnvironmentFile", []))
 
 
-def is_upstream_link(image: ImageRoot, path: str) -> bool:
+def is_upstream_link(image: Paths, path: str) -> bool:
     """Is ``path`` a command link upstream's setup wrote (and walt-node may take over)?"""
     directory, name = os.path.split(path)
-    host = image.host(path)
+    host = image.inside(path)
     if directory != LINK_DIR or name not in LINK_NAMES or not host.is_symlink():
         return False
     target = os.readlink(host)
@@ -67,7 +66,7 @@ def is_upstream_link(image: ImageRoot, path: str) -> bool:
         return False
     content = _read(image, target)
     if content is None:
-        return not image.host_followed(target).exists()  # upstream's venv is gone: a dead link
+        return not image.followed(target).exists()  # upstream's venv is gone: a dead link
     if name == "walt-python3":
         match = _WALT_PYTHON3.fullmatch(content)
         return bool(match) and match.group(1) == os.path.dirname(target)
@@ -75,22 +74,23 @@ def is_upstream_link(image: ImageRoot, path: str) -> bool:
                (_UPSTREAM_CONSOLE_SCRIPT, _OUR_CONSOLE_SCRIPT, _UPSTREAM_MONITOR, _UPSTREAM_OLD_MONITOR))
 
 
-def is_upstream_enable_link(image: ImageRoot, path: str) -> bool:
+def is_upstream_enable_link(image: Paths, path: str) -> bool:
     """``<dir>/<target>.wants/walt-logs.service`` -> ``<dir>/walt-logs.service``, upstream's unit."""
     link = PurePosixPath(path)
-    host = image.host(path)
+    host = image.inside(path)
     if link.name != UNIT or not link.parent.name.endswith(".wants") or not host.is_symlink():
         return False
     unit = str(link.parent.parent / UNIT)
-    return os.readlink(host) == unit and (is_upstream_unit(image, unit) or not image.exists(unit))
+    return os.readlink(host) == unit and (is_upstream_unit(image, unit)
+                                          or not os.path.lexists(image.inside(unit)))
 
 
-def is_upstream(image: ImageRoot, path: str) -> bool:
+def is_upstream(image: Paths, path: str) -> bool:
     return (is_upstream_link(image, path) or is_upstream_unit(image, path)
             or is_upstream_enable_link(image, path))
 
 
-def installed_paths(image: ImageRoot, unit_dirs: List[str]) -> List[str]:
+def installed_paths(image: Paths, unit_dirs: List[str]) -> List[str]:
     """Every file of upstream's installation present in the image, units before their links."""
     found = []
     for unit_dir in dict.fromkeys([*unit_dirs, *UNIT_DIRS]):
@@ -104,9 +104,9 @@ def installed_paths(image: ImageRoot, unit_dirs: List[str]) -> List[str]:
     return found
 
 
-def _read(image: ImageRoot, path: str) -> Optional[str]:
+def _read(image: Paths, path: str) -> Optional[str]:
     try:
-        with open(image.host_followed(path), "rb") as stream:
+        with open(image.followed(path), "rb") as stream:
             return stream.read(_READ_LIMIT).decode(errors="replace")
     except OSError:
         return None
