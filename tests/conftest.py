@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +25,13 @@ from support.logs import DaemonProcess, LogServer
 
 from walt_node.sim import Simulator
 from walt_node.sim.sample import make_node_root, sample_config
+
+# A suite started in the background by a shell without job control (a CI step, `cmd &` in a
+# script) inherits SIGINT ignored, and so would every program the tests start: Ctrl-C tests
+# would then wait forever. SIGINT gets back its default meaning (a handler here, so children
+# start with the default action).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # facts the environment could set: cleared so a developer's shell cannot change a test
 FACT_ENV_VARS = ("walt_server_ip", "walt_server_logs_port", "walt_server_rpc_port",
