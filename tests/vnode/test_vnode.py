@@ -14,11 +14,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from support.wait import wait_until
 from vnode_platform import SECOND_IMAGE, SECOND_MARKER, Disk, Platform
 from vnode_qemu import MAC, GuestShell, VirtualNode
 
@@ -179,10 +179,8 @@ def nbd_export(tmp_path: Path):
     try:
         subprocess.run(["nbd-server", "-C", str(config), "-p", str(pid_file)], check=True, timeout=30,
                        capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _listening(port) or not _pid_in(pid_file):
-            assert time.monotonic() < deadline, "nbd-server did not start listening within 10 s"
-            time.sleep(0.1)
+        assert wait_until(lambda: _listening(port) and bool(_pid_in(pid_file)), 10, step=0.1), \
+            "nbd-server did not start listening within 10 s"
         yield port
     finally:
         pid = _pid_in(pid_file)  # also when the start failed half-way: it daemonized already

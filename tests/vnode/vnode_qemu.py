@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Pattern, Union
 
+from support.wait import wait_until
+
 LOG = logging.getLogger("vnode.qemu")
 
 MAC = "52:54:00:12:34:56"
@@ -231,20 +233,24 @@ class VirtualNode:
         return self
 
     def _connect(self, path: Path, timeout: float = 20) -> socket.socket:
-        deadline = time.monotonic() + timeout
-        while True:
+        connected: List[socket.socket] = []
+
+        def attempt() -> bool:
             if self.process.poll() is not None:
                 raise VnodeTimeout(f"qemu exited ({self.process.returncode}) before {path.name} opened: "
                                    f"{(self.config.work_dir / 'qemu.out').read_text()[-2000:]}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(str(path))
-                return sock
             except OSError:
                 sock.close()
-                if time.monotonic() > deadline:
-                    raise VnodeTimeout(f"qemu did not open {path} in {timeout}s") from None
-                time.sleep(0.1)
+                return False
+            connected.append(sock)
+            return True
+
+        if not wait_until(attempt, timeout, step=0.1):
+            raise VnodeTimeout(f"qemu did not open {path} in {timeout}s")
+        return connected[0]
 
     @property
     def shell_port(self) -> SerialLog:
