@@ -97,6 +97,7 @@ def test_resident_services_are_notify_with_watchdog_and_unsandboxed_tmp() -> Non
     assert service["Restart"] == ["on-failure"]
     assert unit["Unit"]["StartLimitIntervalSec"] == ["0"]
     assert service["ExecStart"] == ["@WALT_NODE@ services $DAEMON_ARGS"]
+    assert "MALLOC_ARENA_MAX=1" in service["Environment"]  # its threads share one malloc arena
     # monitored commands use FIFOs in the real /tmp and write anywhere
     for option in ("PrivateTmp", "ProtectSystem", "ProtectHome"):
         assert option not in service

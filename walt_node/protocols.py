@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import fcntl
-import pickle
 import re
 import select
 import socket
@@ -544,6 +543,8 @@ def fake_tftp_get(host: str, port: int, mac: str, path: str,
     One step bounded by ``timeout``; a file announced larger than ``max_size``
     is refused before anything is allocated.
     """
+    import pickle  # here: only this request uses it, the resident process need not load it
+
     where = f"fake TFTP request for {path} to {host}:{port}"
     with connect_step(host, port, Deadline(timeout), "logs port (fake TFTP)") as sock:
         reader = _LineReader(sock, where)

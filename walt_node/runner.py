@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 from typing import Mapping, Optional, Sequence
 
@@ -50,8 +49,19 @@ class CommandFailed(WaltNodeError):
 
 
 def which(program: str, env: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    path = (env or os.environ).get("PATH", os.defpath)
-    return shutil.which(program, path=path)
+    """Like shutil.which, without loading shutil (and the bz2, lzma... it imports) into
+    the resident process of `walt-node services`."""
+    if os.sep in program:
+        return program if _executable(program) else None
+    for directory in (env or os.environ).get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, program)
+        if _executable(candidate):
+            return candidate
+    return None
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 def require(program: str, hint: str = "") -> str:

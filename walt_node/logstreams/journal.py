@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import select
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -231,7 +230,8 @@ def read_with_journalctl(units: Sequence[str], cursor: Optional[str], start: str
     argv = journalctl_argv(units, cursor, start, files, follow)
     log.debug("running %s", " ".join(argv))
     # stderr in a file: a pipe nobody reads while following could fill up and block journalctl
-    with tempfile.TemporaryFile() as errors:
+    # (a memory file: the tempfile module and what it imports stay out of the resident process)
+    with os.fdopen(os.memfd_create("journalctl-stderr", os.MFD_CLOEXEC), "w+b") as errors:
         try:
             process = runner.start(argv, stdout=runner.PIPE, stderr=errors)
         except runner.CommandMissing:

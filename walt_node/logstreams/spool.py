@@ -27,7 +27,6 @@ the number of streams.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import time
@@ -54,6 +53,8 @@ def stream_dirname(stream: str) -> str:
     plain = "s-" + quote(stream, safe="")
     if len(plain) <= MAX_PLAIN_DIRNAME:
         return plain
+    import hashlib  # here: it loads OpenSSL's libcrypto, and long names are rare
+
     return "h-" + hashlib.sha256(stream.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
