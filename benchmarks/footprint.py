@@ -80,6 +80,7 @@ class Side:
     idle: Optional[Dict] = None
     load: Optional[Dict] = None
     status: str = ""  # the first unit's StatusText (walt-node's: the state of each service)
+    breakdown: str = ""  # the first unit's main process: PSS by mapping, largest first
 
 
 def upstream_server_mount_dir() -> Path:
@@ -167,6 +168,11 @@ def measure_side(node: VirtualNode, sim: Simulator, side: Side, args: argparse.N
     side.idle = probe(node, f"idle --window {args.window:g} {' '.join(units)}", args.window + 120)
     side.status = node.shell.run(f"systemctl show -p StatusText --value {side.units[0]}",
                                  timeout=60).output.strip()
+    side.breakdown = node.shell.run(
+        f"pid=$(systemctl show -p MainPID --value {side.units[0]}); "
+        "awk '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : \"[anonymous]\")} "
+        "/^Pss:/ {pss[name] += $2} END {for (n in pss) printf \"%d KiB %s\\n\", pss[n], n}' "
+        "/proc/$pid/smaps | sort -rn | head -8", timeout=60).output.strip()
     side.load = probe(node, f"load --fifo {side.fifo} --rate {args.rate:g} --duration "
                             f"{args.duration:g} --stream footprint.{key} {' '.join(units)}",
                       args.duration + 180)
@@ -236,6 +242,8 @@ def report(ours: Side, upstream: Side, args: argparse.Namespace) -> str:
         lines.append(f"\n{side.name}: sent {side.load['sent']} lines in {side.load['seconds']:.0f} s; "
                      f"ready times {', '.join(f'{s:.2f}' for s in side.ready_s)} s"
                      + (f"; {side.units[0]} status: {side.status}" if side.status else ""))
+        lines.append(f"\n{side.name}: PSS of {side.units[0]}'s main process by mapping (largest "
+                     f"first):\n\n```\n{side.breakdown}\n```")
     return "\n".join(lines)
 
 
