@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from support.netns import requires_netns, veth_link
 from support.wait import wait_until
 
 from walt_node.service import Feature, StopFlag, Supervisor
@@ -241,3 +242,42 @@ def test_with_every_service_switched_off_it_exits_0_saying_so(sim_node_root: Pat
     assert done.returncode == 0
     assert b"every service is switched off" in done.stderr
     assert not (sim_node_root / "var/lib/walt/logs.fifo").exists()
+
+
+@pytest.mark.root
+@requires_netns
+def test_the_mdns_service_publishes_and_keeps_hosts_from_the_resident_process(tmp_path: Path) -> None:
+    """Node a runs `walt-node services --mdns-hosts` (its other services switched off), node b
+    the plain publisher, each in its own network namespace: b resolves a, and a's /etc/hosts
+    gets b, from the mDNS thread of the resident process, which loaded zeroconf for it."""
+    nodes = {"a": ("nodea", "10.78.0.1"), "b": ("nodeb", "10.78.0.2")}
+    with veth_link((f"{nodes['a'][1]}/24", f"{nodes['b'][1]}/24")) as (left, right, _, _):
+        envs, procs = {}, []
+        for key, ns, argv in (("a", left, ["services", "--mdns-hosts"]), ("b", right, ["mdns", "publish"])):
+            root = tmp_path / key
+            (root / "etc/walt").mkdir(parents=True)
+            (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n")
+            for name in ("walt-logs", "walt-lldp-report"):
+                (root / f"etc/walt/{name}.disabled").write_text("")
+            envs[key] = dict(os.environ, WALT_NODE_ROOT=str(root), walt_node_hostname=nodes[key][0],
+                             walt_node_model="pc-x86-64", walt_image_id="f00d",
+                             walt_node_mac="52:54:00:00:00:0" + key)
+            errors = open(tmp_path / f"{key}.err", "wb")
+            procs.append(ns.popen([WALT_NODE, *argv], env=envs[key], stderr=errors))
+        resident = procs[0]
+        try:
+            def b_resolves_a() -> bool:
+                done = right.run([WALT_NODE, "mdns", "resolve", "nodea", "--timeout", "3"], env=envs["b"],
+                                 check=False)
+                return done.stdout == "10.78.0.1\n"
+            assert wait_until(b_resolves_a, 30, step=0.5), (tmp_path / "a.err").read_text()
+            hosts = tmp_path / "a/etc/hosts"
+            assert wait_until(lambda: "10.78.0.2\tnodeb.local nodeb\n" in hosts.read_text(), 30), \
+                hosts.read_text()
+            assert "zeroconf" in Path(f"/proc/{resident.pid}/maps").read_text()
+        finally:
+            for proc in procs:
+                stop_services(proc)
+    log = (tmp_path / "a.err").read_text()
+    assert resident.returncode == 0, log
+    assert "walt-mdns failed" not in log

@@ -48,7 +48,8 @@ Kill switch of each service: touch /etc/walt/<service>.disabled (e.g.
 /etc/walt/walt-mdns.disabled), then 'systemctl restart walt-logs'.
 With every service off, it exits with status 0 (and systemd leaves it off).
 
-The options are the logs daemon's (DAEMON_ARGS of /etc/default/walt-logs).
+The options are the logs daemon's (DAEMON_ARGS of /etc/default/walt-logs),
+and --mdns-hosts.
 
 example:
   walt-node services --spool-size 128M
@@ -57,6 +58,9 @@ example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     logs_daemon.add_arguments(parser)
+    parser.add_argument("--mdns-hosts", action="store_true",
+                        help="the mDNS publisher also keeps the other WalT nodes in a managed "
+                             "block of /etc/hosts (as 'walt-node mdns publish --hosts')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 def enabled_features(paths: Paths, args: argparse.Namespace) -> List[Feature]:
     """The services to run, in start order; says why each other one is off."""
     logs_ready = threading.Event()
-    runs = {LOGS: _logs(args, logs_ready), MDNS: _mdns, LLDP: _lldp, JOURNAL: _journal}
+    runs = {LOGS: _logs(args, logs_ready), MDNS: _mdns(args.mdns_hosts), LLDP: _lldp, JOURNAL: _journal}
     features = []
     for name in FEATURES:
         switch = paths.kill_switch(name)
@@ -123,10 +127,12 @@ def _logs(args: argparse.Namespace, ready: threading.Event) -> Callable[[StopFla
     return run
 
 
-def _mdns(stop: StopFlag) -> int:
-    from walt_node.commands.mdns import publish
+def _mdns(hosts: bool) -> Callable[[StopFlag], int]:
+    def run(stop: StopFlag) -> int:
+        from walt_node.commands.mdns import publish
 
-    return publish(stop)
+        return publish(stop, hosts=hosts)
+    return run
 
 
 def _lldp(stop: StopFlag) -> int:
