@@ -7,6 +7,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 from typing import Callable, List
 
@@ -42,7 +43,8 @@ is contained: one that raises or fails is logged (with its traceback the
 first time), counted, and restarted after 1, 2, 4 ... up to 300 s, while the
 others keep running; 'systemctl status walt-logs' shows each one's state.
 The logs daemon starts first and the others once its FIFO exists.
-A service's modules are loaded only when it runs (zeroconf: mDNS only).
+A service's modules are loaded only when it runs (zeroconf: mDNS only), and
+none loads ssl (no service speaks TLS).
 
 Kill switch of each service: touch /etc/walt/<service>.disabled (e.g.
 /etc/walt/walt-mdns.disabled), then 'systemctl restart walt-logs'.
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     signal.set_wakeup_fd(wake_w)  # a signal wakes the main thread even if another thread got it
     on_stop_signals(stop.set)
     notify = notifier()
+    _leave_out_tls()
     features = enabled_features(paths, args)
     if not features:
         log.warning("every service is switched off (%s): nothing to run",
@@ -95,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
         log.warning("still running %g s after the stop request, left behind: %s", STOP_TIMEOUT,
                     ", ".join(left))
     return 0
+
+
+def _leave_out_tls() -> None:
+    """asyncio (zeroconf's event loop) imports ssl in case a caller wants TLS, and ssl loads
+    OpenSSL: about 1.5 MiB. No service of this process speaks TLS, so that import fails here
+    as on a Python built without ssl, which asyncio (and http.client) handle."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[assignment]
 
 
 def enabled_features(paths: Paths, args: argparse.Namespace) -> List[Feature]:
