@@ -133,7 +133,8 @@ def _without(name: str) -> Dict[str, str]:
 
 
 # Features that cannot be checked without another one: their status changes with it.
-DEPENDENT = {"B3": {"B4", "C10"}, "B5": {"C4"}}
+# C4 -> C3: walt-logs.service also runs walt-node's mDNS publisher (`walt-node services`)
+DEPENDENT = {"B3": {"B4", "C10"}, "B5": {"C4"}, "C4": {"C3"}}
 MODULES = f"lib/modules/{image.KernelFiles.from_host().version}"
 WANTS = "etc/systemd/system/multi-user.target.wants"
 REMOVALS = [
