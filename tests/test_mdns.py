@@ -397,3 +397,28 @@ def test_a_peers_txt_data_is_printed_escaped(tmp_path):
     assert "\x1b" not in table and "\x07" not in table
     assert not any(line.startswith("FAKE") for line in table.splitlines())
     assert "\\x1b]0;owned\\x07\\x1b[2J" in table and "f00d\\nFAKE 10.0.0.1 trusted-node" in table
+
+
+def test_zeroconf_loads_without_ldconfig_and_its_archive_modules() -> None:
+    """ifaddr's import asks ctypes.util for libc (ldconfig in a child, shutil, tempfile,
+    bz2, lzma kept by the resident process): walt-node imports it without that, and
+    getifaddrs still works; a later ``import ctypes.util`` gets the real module."""
+    script = (
+        "import sys\n"
+        "from walt_node.mdns import local_ipv4_addresses, new_zeroconf\n"
+        "zc = new_zeroconf(['127.0.0.1'])\n"
+        "zc.close()\n"
+        "local_ipv4_addresses()\n"
+        "print(sorted(m for m in ('shutil', 'tempfile', 'bz2', 'lzma', 'ctypes.util')\n"
+        "             if m in sys.modules))\n"
+        "import ifaddr\n"
+        "print(sorted(a.name for a in ifaddr.get_adapters()))\n"
+        "import ctypes.util\n"
+        "print(ctypes.util.find_library('c') is not None)\n")
+    done = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(mdns_module.__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    loaded, adapters, real_util = done.stdout.splitlines()
+    assert loaded == "[]"
+    assert "'lo'" in adapters
+    assert real_util == "True"

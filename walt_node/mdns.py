@@ -80,12 +80,41 @@ def node_identity(facts) -> Identity:
     return Identity(hostname, txt)
 
 
+def load_ifaddr() -> Any:
+    """ifaddr (zeroconf's dependency), imported without ``ctypes.util``.
+
+    At import, ifaddr asks ``ctypes.util.find_library("c")`` for the C library:
+    that runs ``ldconfig`` in a child process and loads shutil, tempfile, bz2 and
+    lzma, about 0.45 MiB that the resident process would keep for nothing. The C
+    library is already loaded: a ``find_library`` answering None makes ifaddr open
+    the process's own symbols (``CDLL(None)``), where ``getifaddrs`` is. The stand-in
+    is only there during the import; ``import ctypes.util`` later gets the real one."""
+    import sys
+    import types
+
+    if "ifaddr" in sys.modules or "ctypes.util" in sys.modules:
+        import ifaddr
+        return ifaddr
+    import ctypes
+
+    stand_in = types.ModuleType("ctypes.util")
+    stand_in.find_library = lambda name: None  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = ctypes.util = stand_in  # type: ignore[attr-defined]
+    try:
+        import ifaddr
+    finally:
+        del sys.modules["ctypes.util"]
+        if getattr(ctypes, "util", None) is stand_in:
+            del ctypes.util
+    return ifaddr
+
+
 def _ipv4_interfaces() -> List[Tuple[str, ipaddress.IPv4Interface]]:
     """(interface name, address/prefix) of every IPv4 address of this host.
 
     ifaddr (getifaddrs) comes with zeroconf, which the publisher loads anyway:
     pyroute2 would cost the long-running publisher about 11 MiB more."""
-    import ifaddr
+    ifaddr = load_ifaddr()
 
     found = []
     for adapter in ifaddr.get_adapters():
@@ -141,6 +170,7 @@ def avahi_owner(paths: Paths) -> Optional[str]:
 # ------------------------------------------------------------------ zeroconf
 
 def new_zeroconf(interface_addresses: Optional[Sequence[str]] = None):
+    load_ifaddr()  # before zeroconf imports it the costly way
     from zeroconf import InterfaceChoice, IPVersion, Zeroconf
 
     interfaces = list(interface_addresses) if interface_addresses else InterfaceChoice.All
