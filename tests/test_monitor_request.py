@@ -9,6 +9,7 @@ import logging
 import os
 import select
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -75,8 +76,12 @@ def read_answer(fifo: Path, timeout: float = 10) -> bytes:
 
 
 def answered_or_refused(requests: MonitorRequests, answered: int = 0, refused: int = 0) -> bool:
+    """Also waits for the answering threads to end: one still logging its refusal
+    would otherwise log into the next test."""
     return wait_until(lambda: requests.answered >= answered
-                      and sum(requests.counts.values()) >= refused, 10, step=0.01)
+                      and sum(requests.counts.values()) >= refused
+                      and not any(t.name.startswith("monitor-") for t in threading.enumerate()),
+                      10, step=0.01)
 
 
 def test_the_requester_gets_the_message_and_an_end_of_file(paths: Paths) -> None:
