@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from support.faults import exit_code, process_state, start_interrupted, waits_for_a_lock
+from support.kexec import Recorder
 from support.wait import wait_until
 
 from walt_node.install import InstallError
@@ -388,24 +389,24 @@ def test_distribution_python_outside_a_venv_needs_system() -> None:
     check_python_env(PythonEnv(False, False, "/usr", "/usr/bin/python3"), system=False)
 
 
-def test_live_systemd_system_is_reloaded_and_started_once(tmp_path: Path) -> None:
+def live_setup(image: Path, recorder: Recorder, *args: str) -> List[str]:
+    """``walt-node setup`` on the running system (WALT_NODE_ROOT, systemd running), with
+    the recording systemctl: every systemctl call so far, as its argument line."""
+    env = dict(os.environ, WALT_NODE_ROOT=str(image), **recorder.env)
+    ok(subprocess.run([WALT_NODE, "setup", "--walt-node", IMAGE_WALT_NODE, *args],
+                      capture_output=True, text=True, timeout=TIMEOUT, env=env))
+    return [" ".join(argv[1:]) for argv in recorder.argvs() if argv[0] == "systemctl"]
+
+
+def test_live_systemd_system_is_reloaded_and_started_once(tmp_path: Path,
+                                                           recorder: Recorder) -> None:
     """No --prefix: the running system (WALT_NODE_ROOT), with a recording systemctl."""
     image = make_image(tmp_path / "image")
     (image / "run/systemd/system").mkdir(parents=True)
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    calls = tmp_path / "systemctl-calls"
-    (tools / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
-    (tools / "systemctl").chmod(0o755)
-    env = dict(os.environ, WALT_NODE_ROOT=str(image), PATH=f"{tools}:{os.environ['PATH']}")
-    argv = [WALT_NODE, "setup", "--walt-node", IMAGE_WALT_NODE]
-
-    ok(subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env))
-    assert _lines(calls) == ["daemon-reload", "restart " + " ".join(UNITS)]
-    ok(subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env))
-    assert len(_lines(calls)) == 2  # nothing changed, nothing restarted
-    ok(subprocess.run([*argv, "--uninstall"], capture_output=True, text=True, timeout=TIMEOUT, env=env))
-    assert _lines(calls)[2:] == ["stop " + " ".join(UNITS), "daemon-reload"]
+    assert live_setup(image, recorder) == ["daemon-reload", "restart " + " ".join(UNITS)]
+    assert len(live_setup(image, recorder)) == 2  # nothing changed, nothing restarted
+    assert live_setup(image, recorder, "--uninstall")[2:] == ["stop " + " ".join(UNITS),
+                                                              "daemon-reload"]
 
 
 def test_install_packages_runs_apt_inside_the_image(image: Path, tmp_path: Path) -> None:
@@ -419,18 +420,10 @@ def test_install_packages_runs_apt_inside_the_image(image: Path, tmp_path: Path)
     assert done.returncode == 1 and "apt-get" in done.stderr
 
 
-def test_live_no_start_only_reloads(tmp_path: Path) -> None:
+def test_live_no_start_only_reloads(tmp_path: Path, recorder: Recorder) -> None:
     image = make_image(tmp_path / "image")
     (image / "run/systemd/system").mkdir(parents=True)
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    calls = tmp_path / "systemctl-calls"
-    (tools / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
-    (tools / "systemctl").chmod(0o755)
-    env = dict(os.environ, WALT_NODE_ROOT=str(image), PATH=f"{tools}:{os.environ['PATH']}")
-    ok(subprocess.run([WALT_NODE, "setup", "--walt-node", IMAGE_WALT_NODE, "--no-start"],
-                      capture_output=True, text=True, timeout=TIMEOUT, env=env))
-    assert _lines(calls) == ["daemon-reload"]
+    assert live_setup(image, recorder, "--no-start") == ["daemon-reload"]
 
 
 def test_walt_node_in_usr_bin_gets_no_command_links(tmp_path: Path) -> None:
@@ -577,18 +570,11 @@ def test_upgrade_from_one_unit_per_service_keeps_a_disabled_service_off(image: P
     assert "created /etc/walt/walt-mdns.disabled" in out
 
 
-def test_live_upgrade_from_one_unit_per_service_stops_the_retired_units(tmp_path: Path) -> None:
+def test_live_upgrade_from_one_unit_per_service_stops_the_retired_units(
+        tmp_path: Path, recorder: Recorder) -> None:
     image = make_image(tmp_path / "image")
     install_old_layout(image, tmp_path)
     (image / "run/systemd/system").mkdir(parents=True)
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    calls = tmp_path / "systemctl-calls"
-    (tools / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
-    (tools / "systemctl").chmod(0o755)
-    env = dict(os.environ, WALT_NODE_ROOT=str(image), PATH=f"{tools}:{os.environ['PATH']}")
-    ok(subprocess.run([WALT_NODE, "setup", "--walt-node", IMAGE_WALT_NODE], capture_output=True,
-                      text=True, timeout=TIMEOUT, env=env))
     # the old processes end before the resident one starts the same services
-    assert _lines(calls) == ["stop walt-lldp-report.service walt-mdns.service", "daemon-reload",
+    assert live_setup(image, recorder) == ["stop walt-lldp-report.service walt-mdns.service", "daemon-reload",
                              "restart walt-logs.service walt-nbd-swap.service"]
