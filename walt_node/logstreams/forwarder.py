@@ -214,11 +214,14 @@ class Forwarder:
             link = self.links[stream] = Link(stream, self.clock())
         link.tail += data
 
+    def _holds_nothing(self, link: Link) -> bool:
+        """Nothing to send, spooled or kept for a resend."""
+        return not link.has_memory_data() and not link.sent and not self._spooled(link)
+
     def _forget_an_idle_stream(self) -> bool:
         """Close and forget the least recently used stream that holds nothing."""
         idle = [link for link in self.links.values()
-                if not link.connecting and not link.has_memory_data() and not link.sent
-                and not self._spooled(link)]
+                if not link.connecting and self._holds_nothing(link)]
         if not idle:
             return False
         link = min(idle, key=lambda link: link.last_activity)
@@ -350,8 +353,7 @@ class Forwarder:
         open_links = [link for link in self.links.values() if link.sock is not None]
         if len(open_links) < self.max_connections:
             return True
-        idle = [link for link in open_links
-                if link.connected and not link.has_memory_data() and not self._spooled(link)]
+        idle = [link for link in open_links if link.connected and self._holds_nothing(link)]
         if not idle:
             return False
         self._close_gracefully(min(idle, key=lambda link: link.last_activity))
